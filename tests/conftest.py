@@ -1,0 +1,33 @@
+"""Shared test helpers: where the fixtures live, and skipping GPU tests where there is no CUDA device."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+DATA = Path(__file__).parent / "data"
+GOLDEN = DATA / "golden"
+MEDIA = DATA / "media"
+AUDIO = DATA / "audio"
+
+
+def golden(name: str) -> dict[str, torch.Tensor]:
+    """A golden safetensors file (tests/data/golden/<name>.safetensors) as a dict of tensors."""
+    return load_file(str(GOLDEN / f"{name}.safetensors"))
+
+
+def golden_config(name: str) -> dict:
+    return json.loads((GOLDEN / f"{name}.json").read_text())
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
