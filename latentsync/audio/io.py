@@ -1,0 +1,60 @@
+"""Reading the audio track of any common media file as 16 kHz mono float32 samples.
+
+Decoding and resampling use PyAV (FFmpeg's decoders and its `swresample` resampler, the same resampler the
+published system reached through the `ffmpeg` command line). Channels are averaged here, after resampling.
+A file that already holds 16 kHz 16-bit samples is not resampled: its samples come back as exactly `int16 / 32768`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import av
+import numpy as np
+
+from ..errors import InputError
+
+SAMPLE_RATE = 16000
+
+_CONVERT_HINT = "the file may be damaged or in an unsupported format; convert it to WAV, e.g. `ffmpeg -i IN -ar 16000 out.wav`"
+
+
+def load_audio(path: str | os.PathLike) -> np.ndarray:
+    """The first audio track of `path` (wav, mp3, m4a, flac, ogg/opus, or a video's audio) as float32 mono 16 kHz.
+
+    Raises InputError for a missing path, a directory, an unreadable file, a file without an audio track,
+    and an audio track without samples. The file is only read.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"audio file not found: {path}", "check the path")
+    if path.is_dir():
+        raise InputError(f"expected an audio or video file, got a directory: {path}", "pass the path of a file")
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {path}: {exc}", _CONVERT_HINT) from exc
+    with container:
+        if not container.streams.audio:
+            raise InputError(f"{path} has no audio track", "pass --audio with a speech track")
+        try:
+            samples = _decode_resampled(container, container.streams.audio[0])
+        except av.FFmpegError as exc:
+            raise InputError(f"cannot decode the audio of {path}: {exc}", _CONVERT_HINT) from exc
+    if samples.size == 0:
+        raise InputError(f"the audio track of {path} holds no samples", "pass a file with audible speech")
+    return samples
+
+
+def _decode_resampled(container: av.container.InputContainer, stream: av.AudioStream) -> np.ndarray:
+    """Decode a stream, resample it to 16 kHz planar float (keeping its channels) and average the channels."""
+    resampler = av.AudioResampler(format="fltp", rate=SAMPLE_RATE)
+    chunks: list[np.ndarray] = []
+    for frame in container.decode(stream):
+        chunks.extend(f.to_ndarray() for f in resampler.resample(frame))
+    chunks.extend(f.to_ndarray() for f in resampler.resample(None))  # flush the resampler's delay line
+    if not chunks:
+        return np.zeros(0, dtype=np.float32)
+    planar = np.concatenate(chunks, axis=1)  # (channels, samples)
+    return planar.mean(axis=0, dtype=np.float32) if planar.shape[0] > 1 else planar[0].astype(np.float32)
