@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Iterable
 
 from .errors import MissingWeightsError
+from .fileio import atomic_path
 
 VAE_REPO = "stabilityai/sd-vae-ft-mse"
 VAE_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
+LPIPS_VGG_URL = "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth"
 BUFFALO_L_URL = "https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip"
 
 
@@ -54,10 +56,11 @@ class WeightFile:
     repo: str | None = None  # None: the version's own repo
     filename: str | None = None  # path inside the repo (default: `local`)
     archive_url: str | None = None  # zip holding the file under its base name
+    url: str | None = None  # a plain file on the web
 
     def origin(self, version: Version) -> str:
-        if self.archive_url:
-            return self.archive_url
+        if self.archive_url or self.url:
+            return self.archive_url or self.url
         return f"hf://{self.repo or version.repo}/{self.filename or self.local}"
 
 
@@ -71,10 +74,11 @@ COMPONENTS: dict[str, tuple[WeightFile, ...]] = {
         WeightFile(f"auxiliary/models/buffalo_l/{f}", archive_url=BUFFALO_L_URL) for f in ("det_10g.onnx", "2d106det.onnx")
     ),
     "vgg16": (WeightFile("auxiliary/vgg16-397923af.pth"),),
+    "lpips": (WeightFile("auxiliary/lpips_vgg_v0.1.pth", url=LPIPS_VGG_URL),),
     "videomae": (WeightFile("auxiliary/vit_g_hybrid_pt_1200e_ssv2_ft.pth"),),
 }
 INFERENCE = ("unet", "whisper", "vae", "face")
-TRAINING = ("unet", "whisper", "vae", "face", "syncnet", "vgg16", "videomae")
+TRAINING = ("unet", "whisper", "vae", "face", "syncnet", "vgg16", "lpips", "videomae")
 
 
 def get_version(version: str) -> Version:
@@ -97,7 +101,7 @@ def _find_local(f: WeightFile, version: Version, checkpoint_dir: Path | None) ->
     if checkpoint_dir is not None:
         path = checkpoint_dir / f.local
         return path if path.is_file() else None
-    if f.archive_url:
+    if f.archive_url or f.url:
         path = archive_cache() / f.local
         return path if path.is_file() else None
     from huggingface_hub import try_to_load_from_cache
@@ -107,9 +111,12 @@ def _find_local(f: WeightFile, version: Version, checkpoint_dir: Path | None) ->
 
 
 def _download(f: WeightFile, version: Version, checkpoint_dir: Path | None) -> Path:
-    if f.archive_url:
+    if f.archive_url or f.url:
         root = checkpoint_dir if checkpoint_dir is not None else archive_cache()
-        _extract_archive(f.archive_url, (root / f.local).parent)
+        if f.archive_url:
+            _extract_archive(f.archive_url, (root / f.local).parent)
+        else:
+            _fetch_url(f.url, root / f.local)
         return root / f.local
     from huggingface_hub import hf_hub_download
 
@@ -124,6 +131,12 @@ def _download(f: WeightFile, version: Version, checkpoint_dir: Path | None) -> P
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(got, target)
     return target
+
+
+def _fetch_url(url: str, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp, urllib.request.urlopen(url) as response, open(tmp, "wb") as out:
+        shutil.copyfileobj(response, out)
 
 
 def _extract_archive(url: str, folder: Path) -> None:

@@ -69,9 +69,10 @@ def test_download_places_hub_files_and_archive_members_in_layout(tmp_path, monke
         z.writestr("buffalo_l/w600k_r50.onnx", b"unused")
 
     monkeypatch.setattr("huggingface_hub.hf_hub_download", fake_hf_hub_download)
-    monkeypatch.setattr("urllib.request.urlopen", lambda url: io.BytesIO(archive.getvalue()))
+    served = {weights.BUFFALO_L_URL: archive.getvalue(), weights.LPIPS_VGG_URL: b"lpips"}
+    monkeypatch.setattr("urllib.request.urlopen", lambda url: io.BytesIO(served[url]))
     target = tmp_path / "ckpt"
-    paths = weights.resolve(["vae", "face", "unet"], "1.6", target)
+    paths = weights.resolve(["vae", "face", "unet", "lpips"], "1.6", target)
     assert ("stabilityai/sd-vae-ft-mse", "config.json") in calls
     assert ("ByteDance/LatentSync-1.6", "latentsync_unet.pt") in calls
     assert (target / "sd-vae-ft-mse" / "config.json").read_bytes() == b"stabilityai/sd-vae-ft-mse/config.json"
@@ -79,14 +80,15 @@ def test_download_places_hub_files_and_archive_members_in_layout(tmp_path, monke
     assert paths["auxiliary/models/buffalo_l/2d106det.onnx"].read_bytes() == b"lmk"
     # Nothing but the layout is left behind (temporary folders are removed).
     leftovers = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file())
+    assert paths["auxiliary/lpips_vgg_v0.1.pth"].read_bytes() == b"lpips"
     assert leftovers == [
-        "auxiliary/models/buffalo_l/2d106det.onnx", "auxiliary/models/buffalo_l/det_10g.onnx",
+        "auxiliary/lpips_vgg_v0.1.pth", "auxiliary/models/buffalo_l/2d106det.onnx", "auxiliary/models/buffalo_l/det_10g.onnx",
         "auxiliary/models/buffalo_l/w600k_r50.onnx", "latentsync_unet.pt",
         "sd-vae-ft-mse/config.json", "sd-vae-ft-mse/diffusion_pytorch_model.safetensors",
     ]
     # A second call finds everything locally and downloads nothing.
     calls.clear()
-    weights.resolve(["vae", "face", "unet"], "1.6", target)
+    weights.resolve(["vae", "face", "unet", "lpips"], "1.6", target)
     assert calls == []
 
 

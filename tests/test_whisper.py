@@ -55,6 +55,8 @@ def test_windows_layout(whisper):
     # frame 1: centre 2, encoder frames 2-4 .. 2+5 clamped to 0 .. 6, time-major then layer
     expected = features[[0, 0, 0, 1, 2, 3, 4, 5, 6, 6]].reshape(50, 2)
     torch.testing.assert_close(windows[1], expected, rtol=0, atol=0)
+    # A chunk's windows equal the same frames' windows of the whole clip.
+    torch.testing.assert_close(whisper.windows(features, 2, start=1), windows[1:3], rtol=0, atol=0)
     with pytest.raises(InputError):
         whisper.windows(features, 0)
 
@@ -114,6 +116,7 @@ def test_tiny_encoder_keys_match_published():
 def test_loads_openai_format_file(tmp_path: Path, speech):
     torch.manual_seed(0)
     state = {f"encoder.{k}": v.half() for k, v in WhisperEncoder(TINY).state_dict().items()}
+    state["encoder.positional_embedding"] = torch.randn(1500, 384).half()  # any stored table must be used as is
     state["decoder.token_embedding.weight"] = torch.zeros(4, 8, dtype=torch.float16)  # ignored
     dims = {**asdict(TINY), "n_vocab": 4, "n_text_ctx": 448, "n_text_state": 8, "n_text_head": 1, "n_text_layer": 1}
     path = tmp_path / "tiny.pt"
@@ -133,3 +136,14 @@ def test_loads_openai_format_file(tmp_path: Path, speech):
     torch.save({"dims": dims, "model_state_dict": state}, tmp_path / "incomplete.pt")
     with pytest.raises(CheckpointError, match="blocks.3.mlp.2.bias"):
         WhisperFeatures(tmp_path / "incomplete.pt")
+
+
+@pytest.mark.gpu
+def test_cuda_half_precision_is_close_to_cpu(whisper, speech):
+    on_gpu = WhisperFeatures(GOLDEN / "whisper_random.pt", device="cuda", dtype=torch.float16)
+    expected = whisper.features(speech[1], segmenting="reference")
+    features = on_gpu.features(speech[1], segmenting="reference")
+    assert features.dtype == torch.float32 and features.device.type == "cpu"
+    relative = ((features - expected).abs().max() / expected.abs().max()).item()
+    print(f"whisper fp16 on CUDA: max abs error / max abs value = {relative:.3g}")
+    assert relative < 1e-2

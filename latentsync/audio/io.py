@@ -32,8 +32,8 @@ def load_audio(path: str | os.PathLike) -> np.ndarray:
     if path.is_dir():
         raise InputError(f"expected an audio or video file, got a directory: {path}", "pass the path of a file")
     try:
-        container = av.open(str(path))
-    except (av.FFmpegError, UnicodeDecodeError) as exc:
+        container = av.open(str(path), metadata_errors="ignore")  # oddly encoded tags must not stop the audio
+    except av.FFmpegError as exc:
         raise InputError(f"cannot read {path}: {exc}", _CONVERT_HINT) from exc
     with container:
         if not container.streams.audio:
@@ -56,5 +56,4 @@ def _decode_resampled(container: av.container.InputContainer, stream: av.AudioSt
     chunks.extend(f.to_ndarray() for f in resampler.resample(None))  # flush the resampler's delay line
     if not chunks:
         return np.zeros(0, dtype=np.float32)
-    planar = np.concatenate(chunks, axis=1)  # (channels, samples)
-    return planar.mean(axis=0, dtype=np.float32) if planar.shape[0] > 1 else planar[0].astype(np.float32)
+    return np.concatenate(chunks, axis=1).mean(axis=0, dtype=np.float32)  # (channels, samples) -> mono

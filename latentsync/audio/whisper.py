@@ -50,7 +50,7 @@ class WhisperDims:
     n_audio_layer: int
 
     @classmethod
-    def from_checkpoint(cls, dims: Mapping) -> "WhisperDims":
+    def from_checkpoint(cls, dims: Mapping) -> WhisperDims:
         try:
             return cls(**{f.name: int(dims[f.name]) for f in fields(cls)})
         except (KeyError, TypeError, ValueError) as exc:
@@ -108,7 +108,7 @@ class WhisperEncoder(nn.Module):
         self.conv1 = nn.Conv1d(dims.n_mels, width, kernel_size=3, padding=1)
         self.conv2 = nn.Conv1d(width, width, kernel_size=3, stride=2, padding=1)
         # The stored table is used as is (float16 in the published files), never recomputed.
-        self.register_buffer("positional_embedding", torch.empty(dims.n_audio_ctx, width))
+        self.register_buffer("positional_embedding", torch.zeros(dims.n_audio_ctx, width))
         self.blocks = nn.ModuleList(EncoderBlock(width, dims.n_audio_head) for _ in range(dims.n_audio_layer))
         # Whisper's final LayerNorm: part of the checkpoint, but the LatentSync features are taken before it.
         self.ln_post = LayerNorm32(width)
@@ -200,22 +200,23 @@ class WhisperFeatures:
                 outputs.extend(out.float().cpu())
         return outputs
 
-    def windows(self, features: torch.Tensor, num_frames: int) -> torch.Tensor:
-        """Per-video-frame audio tokens (SPEC 3): (num_frames, 10 * (n_layer + 1), width) for frames 0 .. num_frames-1.
+    def windows(self, features: torch.Tensor, num_frames: int, start: int = 0) -> torch.Tensor:
+        """Per-video-frame audio tokens (SPEC 3): (num_frames, 10 * (n_layer + 1), width) for frames
+        start .. start+num_frames-1 (a chunk of a long video needs only its own windows).
 
         Frame i (25 fps) takes encoder frames 2i-4 .. 2i+5, clamped to the clip, flattened time-major. The published
         loop yields 2 windows more than the video has frames; exactly `num_frames` are returned here.
         """
-        return audio_windows(features, num_frames)
+        return audio_windows(features, num_frames, start)
 
 
-def audio_windows(features: torch.Tensor, num_frames: int) -> torch.Tensor:
+def audio_windows(features: torch.Tensor, num_frames: int, start: int = 0) -> torch.Tensor:
     """See WhisperFeatures.windows; usable without loading an encoder."""
     if features.ndim != 3 or features.shape[0] == 0:
         raise InputError(f"expected features of shape (T, layers, width), got {tuple(features.shape)}")
     if num_frames < 1:
         raise InputError(f"num_frames must be positive, got {num_frames}")
-    centres = torch.arange(num_frames) * FEATURES_PER_SECOND // 25
+    centres = torch.arange(start, start + num_frames) * FEATURES_PER_SECOND // 25
     index = (centres[:, None] + torch.tensor(WINDOW_OFFSETS)).clamp(0, features.shape[0] - 1)
     return rearrange(features[index], "f t l c -> f (t l) c")
 

@@ -1,0 +1,254 @@
+"""Face alignment to the published three-point template, and pasting a generated face back.
+
+Everything is batched over frames and runs on the aligner's device. The arithmetic follows the
+published implementation closely enough for pixel parity: the similarity transform is solved in
+float32 (as published), warps are bilinear in float32 with pixel centres at integer coordinates,
+and float images become uint8 by truncation, not rounding (also as published).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from latentsync.errors import InputError
+from latentsync.face.resize import resize_lanczos4
+
+TEMPLATE = ((17.0, 20.0), (58.0, 20.0), (37.5, 40.0))  # eyebrow left, eyebrow right, nose, at scale 1
+TEMPLATE_SCALE = 2.8  # template scale at R = 256
+CROP_UNITS = (75, 100)  # crop (width, height) at scale 1
+FILL = 127.0  # grey used where a warp reads outside its source
+BIAS_KEEP = 0.2  # weight of the previous frame's nose bias in the published smoothing
+
+
+def _pixel_to_unit(height: int, width: int) -> torch.Tensor:
+    """3x3 map from pixel coordinates (centres at integers) to grid_sample's [-1, 1] with align_corners=True."""
+    return torch.tensor(
+        [[2.0 / (width - 1), 0.0, -1.0], [0.0, 2.0 / (height - 1), -1.0], [0.0, 0.0, 1.0]],
+        dtype=torch.float32,
+    )
+
+
+def _homogeneous(mats: torch.Tensor) -> torch.Tensor:
+    """(N, 2, 3) affine matrices -> (N, 3, 3)."""
+    last = mats.new_tensor([0.0, 0.0, 1.0]).expand(mats.shape[0], 1, 3)
+    return torch.cat([mats, last], dim=1)
+
+
+def _warp(images: torch.Tensor, mats: torch.Tensor, out_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bilinear warp of (N, C, H, W) float32 images by source->destination pixel matrices (N, 2, 3).
+
+    Returns the warped images with zeros outside the source, and the coverage (N, 1, h, w): the same
+    warp applied to an all-ones image, i.e. how much of each output pixel came from inside the source.
+    """
+    n, _, height, width = images.shape
+    src_unit = _pixel_to_unit(height, width).to(images.device)
+    dst_unit = _pixel_to_unit(*out_hw).to(images.device)
+    # Composed in float32 in this order, as the published (kornia) warp does: fewer 1-level flips.
+    unit = dst_unit @ (_homogeneous(mats) @ torch.linalg.inv(src_unit))
+    theta = torch.linalg.inv(unit)[:, :2]
+    grid = F.affine_grid(theta, [n, 1, *out_hw], align_corners=True)
+    warped = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    ones = images.new_ones(n, 1, height, width)
+    coverage = F.grid_sample(ones, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    return warped, coverage
+
+
+def _erode(mask: torch.Tensor, side: int) -> torch.Tensor:
+    """Erosion of (N, 1, H, W) with a side x side square, OpenCV conventions.
+
+    The anchor is at side // 2 and pixels outside the image never win the minimum.
+    """
+    before = side // 2
+    after = side - 1 - before
+    padded = F.pad(-mask, (before, after, before, after), value=-float("inf"))
+    # A square erosion is separable: a column minimum followed by a row minimum.
+    out = F.max_pool2d(padded, (side, 1), stride=1)
+    out = F.max_pool2d(out, (1, side), stride=1)
+    return -out
+
+
+def _gaussian_blur(mask: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (N, 1, H, W) with mirrored borders (OpenCV's default, kornia's 'reflect')."""
+    x = torch.arange(size, dtype=torch.float32, device=mask.device) - size // 2
+    kernel = torch.exp(-(x**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    half = size // 2
+    out = F.pad(mask, (half, half, half, half), mode="reflect")
+    out = F.conv2d(out, kernel.view(1, 1, 1, size))
+    return F.conv2d(out, kernel.view(1, 1, size, 1))
+
+
+def _soft_mask(coverage: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """From the pasted crop's coverage (N, 1, H, W): the 2x2-eroded mask and the feathered alpha.
+
+    The feather width depends on each face's area, so frames are grouped by it.
+    """
+    eroded = _erode(coverage, 2)
+    area = eroded.double().sum(dim=(1, 2, 3))
+    edges = area.sqrt().floor().long() // 20
+    alpha = torch.empty_like(eroded)
+    for edge in edges.unique().tolist():
+        idx = (edges == edge).nonzero().squeeze(1)
+        # OpenCV treats the empty kernel that edge 0 gives as its default 3x3 one.
+        centre = _erode(eroded[idx], 2 * edge if edge else 3)
+        size = 2 * edge + 1
+        sigma = 0.3 * ((size - 1) * 0.5 - 1) + 0.8
+        alpha[idx] = _gaussian_blur(centre, size, sigma)
+    return eroded, alpha
+
+
+def _to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Float images in [0, 255] to uint8 by truncation, as the published code casts."""
+    return images.clamp(0, 255).to(torch.uint8)
+
+
+def _tensor(value, name: str) -> torch.Tensor:
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, torch.Tensor):
+        return value
+    raise InputError(f"{name} must be a numpy array or a torch tensor, got {type(value).__name__}.")
+
+
+def _check_frames(frames, name: str = "frames") -> torch.Tensor:
+    t = _tensor(frames, name)
+    if t.ndim != 4 or t.shape[-1] != 3 or t.dtype != torch.uint8:
+        raise InputError(
+            f"{name} must be uint8 RGB images of shape (N, H, W, 3), got {t.dtype} {tuple(t.shape)}.",
+            "Stack the frames of one batch into one array.",
+        )
+    if t.shape[1] < 2 or t.shape[2] < 2:
+        raise InputError(f"{name} are too small to warp: {tuple(t.shape[1:3])}.")
+    return t
+
+
+def _check_mats(mats, count: int) -> torch.Tensor:
+    t = _tensor(mats, "mats")
+    if t.shape != (count, 2, 3) or not t.is_floating_point():
+        raise InputError(
+            f"mats must be {count} affine matrices of shape ({count}, 2, 3), got {t.dtype} {tuple(t.shape)}.",
+            "Use FaceAligner.matrices(); give one matrix per frame.",
+        )
+    return t
+
+
+class FaceAligner:
+    """Aligns faces to the published template (SPEC section 5) and pastes generated faces back.
+
+    ``resolution`` is the side R of the square aligned face (256 or 512 for the published models).
+    Work runs on ``device``; numpy inputs give numpy outputs, torch inputs give torch outputs on the
+    device of the frames given.
+    """
+
+    def __init__(self, resolution: int = 256, device: str | torch.device = "cpu"):
+        if int(resolution) < 16:
+            raise InputError(f"Face resolution must be at least 16 pixels, got {resolution}.")
+        self.resolution = int(resolution)
+        self.device = torch.device(device)
+        ratio = self.resolution / 256 * TEMPLATE_SCALE
+        self.template = np.array(TEMPLATE) * ratio
+        self.crop_size = (int(CROP_UNITS[0] * ratio), int(CROP_UNITS[1] * ratio))  # (w, h)
+        self.last_bias: np.ndarray | None = None
+
+    def matrices(self, landmarks3, prev_bias: np.ndarray | None = None) -> np.ndarray:
+        """Smoothed source->template affine matrices (N, 2, 3) float64 for N consecutive frames.
+
+        ``landmarks3`` (N, 3, 2) are the rounded eyebrow-left, eyebrow-right and nose points. The
+        published smoothing (a quirk) shifts each translation by the difference of the normalised
+        nose points, blended 0.2 / 0.8 with the previous frame's; the first frame uses its own
+        unless ``prev_bias`` (e.g. ``self.last_bias`` from the previous call) continues a run.
+        """
+        pts = _tensor(landmarks3, "landmarks3")
+        if pts.ndim != 3 or pts.shape[1:] != (3, 2) or pts.shape[0] == 0:
+            raise InputError(f"landmarks3 must have shape (N, 3, 2) with N >= 1, got {tuple(pts.shape)}.")
+        # Solved on the CPU in float32, the precision of the published implementation.
+        src = pts.detach().to("cpu", torch.float32)
+        dst = torch.tensor(self.template, dtype=torch.float32).expand_as(src)
+        src_c, dst_c = src.mean(dim=1, keepdim=True), dst.mean(dim=1, keepdim=True)
+        src_std = (src - src_c).flatten(1).std(dim=1)[:, None, None]  # unbiased, as published
+        dst_std = (dst - dst_c).flatten(1).std(dim=1)[:, None, None]
+        src_n, dst_n = (src - src_c) / src_std, (dst - dst_c) / dst_std
+        u, _, vh = torch.linalg.svd(src_n.transpose(1, 2) @ dst_n)
+        v = vh.transpose(1, 2).clone()
+        flip = torch.linalg.det(v @ u.transpose(1, 2)) < 0
+        v[flip, :, -1] = -v[flip, :, -1]
+        rotation = v @ u.transpose(1, 2)
+        ratio = dst_std / src_std
+        shift = dst_c.transpose(1, 2) - ratio * (rotation @ src_c.transpose(1, 2))
+        mats = torch.cat([ratio * rotation, shift], dim=2)
+
+        bias = dst_n[:, 2] - src_n[:, 2]
+        prev = None if prev_bias is None else torch.as_tensor(np.asarray(prev_bias), dtype=torch.float32)
+        if prev is not None and prev.shape != (2,):
+            raise InputError(f"prev_bias must be a (2,) vector such as FaceAligner.last_bias, got {tuple(prev.shape)}.")
+        for i in range(len(bias)):  # a running blend: each frame depends on the one before
+            if prev is not None:
+                bias[i] = prev * BIAS_KEEP + bias[i] * (1 - BIAS_KEEP)
+            prev = bias[i]
+        mats[:, :, 2] += bias
+        self.last_bias = prev.numpy().copy()
+        return mats.numpy().astype(np.float64)
+
+    @torch.no_grad()
+    def crop(self, frames, mats):
+        """Warp frames (N, H, W, 3) uint8 into (N, crop_h, crop_w, 3) uint8 crops, grey 127 outside the frame."""
+        return self._like(self._crop(frames, mats).permute(0, 2, 3, 1), frames)
+
+    @torch.no_grad()
+    def warp(self, frames, mats):
+        """Aligned faces (N, R, R, 3) uint8: the crop resized to R x R with OpenCV Lanczos-4 (aspect not kept)."""
+        out = resize_lanczos4(self._crop(frames, mats), (self.resolution, self.resolution))
+        return self._like(out.permute(0, 2, 3, 1), frames)
+
+    @torch.no_grad()
+    def paste(self, frames, faces, mats):
+        """Paste faces back into frames (N, H, W, 3) uint8 with a feathered edge; returns (N, H, W, 3) uint8.
+
+        ``faces`` are (N, R, R, 3) uint8 or (N, 3, R, R) floats in [-1, 1] (model output).
+        """
+        dst = _check_frames(frames)
+        n, height, width = dst.shape[:3]
+        m = _check_mats(mats, n).to(self.device, torch.float32)
+        face = self._faces_as_unit(faces, n)
+        crop_w, crop_h = self.crop_size
+        face = F.interpolate(face, size=(crop_h, crop_w), mode="bicubic", antialias=True, align_corners=False)
+        inverse = torch.linalg.inv(_homogeneous(m))[:, :2]
+        back, coverage = _warp(face, inverse, (height, width))
+        # The grey fill lands only where alpha is zero; kept in model units as published.
+        back = ((back + (1 - coverage) * FILL) / 2 + 0.5).clamp(0, 1) * 255
+        eroded, alpha = _soft_mask(coverage)
+        frame = dst.to(self.device).permute(0, 3, 1, 2).float()
+        out = alpha * (eroded * back) + (1 - alpha) * frame
+        return self._like(_to_uint8(out).permute(0, 2, 3, 1), frames)
+
+    def _crop(self, frames, mats) -> torch.Tensor:
+        """Crops as (N, 3, crop_h, crop_w) uint8 on the device."""
+        src = _check_frames(frames)
+        m = _check_mats(mats, src.shape[0]).to(self.device, torch.float32)
+        crop_w, crop_h = self.crop_size
+        images = src.to(self.device).permute(0, 3, 1, 2).float()
+        warped, coverage = _warp(images, m, (crop_h, crop_w))
+        return _to_uint8(warped + (1 - coverage) * FILL)
+
+    def _faces_as_unit(self, faces, count: int) -> torch.Tensor:
+        """Faces as (N, 3, R, R) float32 in [-1, 1] on the device."""
+        t = _tensor(faces, "faces")
+        size = self.resolution
+        if t.dtype == torch.uint8 and t.shape == (count, size, size, 3):
+            return t.to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1
+        if t.is_floating_point() and t.shape == (count, 3, size, size):
+            return t.to(self.device, torch.float32)
+        raise InputError(
+            f"faces must be ({count}, {size}, {size}, 3) uint8 or ({count}, 3, {size}, {size}) floats in [-1, 1], "
+            f"got {t.dtype} {tuple(t.shape)}.",
+            "Give one face per frame at the aligner's resolution.",
+        )
+
+    @staticmethod
+    def _like(result: torch.Tensor, reference):
+        """Return ``result`` as numpy when ``reference`` was numpy, else on ``reference``'s device."""
+        if isinstance(reference, np.ndarray):
+            return result.cpu().numpy()
+        return result.to(reference.device)
