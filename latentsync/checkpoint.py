@@ -91,16 +91,21 @@ def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
 
 
 def build_with_weights(
-    factory: Callable[[], torch.nn.Module], state: Mapping[str, torch.Tensor] | None, what: str
+    factory: Callable[[], torch.nn.Module],
+    state: Mapping[str, torch.Tensor] | None,
+    what: str,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.nn.Module:
-    """Instantiate a model; with weights, build it on the meta device and adopt the tensors (no double memory)."""
+    """Instantiate a model in `dtype`; with weights, build it on the meta device and adopt the tensors, each cast
+    straight to `dtype` (an fp16 file loaded as fp16 never passes through an fp32 copy)."""
     if state is None:
-        return factory()
+        return factory().to(dtype)
     with torch.device("meta"):
         model = factory()
     check_state_dict(model, state, what)
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
-    return model.float()
+    return model
 
 
 def save_safetensors(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
 from conftest import DATA, GOLDEN, golden, golden_config
 from latentsync.checkpoint import save_safetensors
@@ -51,7 +52,7 @@ def test_matches_golden(golden_unet):
     io = golden("unet_io")
     with torch.no_grad():
         out = golden_unet(io["sample"], io["timestep"], io["audio_embeds"])
-    assert out.shape == io["output"].shape == (2, 4, 8, 16, 16)
+    assert out.shape == io["output"].shape == (2, 4, 8, 16, 16) and out.dtype == torch.float32
     error = (out - io["output"]).abs().max().item()
     print(f"U-Net golden max abs error: {error:.3g}")
     assert error <= 1e-4
@@ -59,14 +60,37 @@ def test_matches_golden(golden_unet):
     assert (out[0] - out[1]).abs().max() > 1e-2
 
 
+def test_half_precision_stays_close_to_golden():
+    io = golden("unet_io")
+    model = load_unet(golden_config("unet_config"), GOLDEN_WEIGHTS, dtype=torch.bfloat16)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    with torch.no_grad():
+        out = model(io["sample"].bfloat16(), io["timestep"], io["audio_embeds"])
+    assert out.dtype == torch.bfloat16
+    error = (out.float() - io["output"]).abs()
+    assert error.max() < 0.15 and error.mean() < 0.02  # bfloat16 keeps about 3 significant digits
+
+
+def test_attention_runs_through_sdpa(golden_unet):
+    processors = {type(m.processor) for m in golden_unet.modules() if isinstance(m, Attention)}
+    assert processors == {AttnProcessor2_0}  # torch.nn.functional.scaled_dot_product_attention
+
+
 def test_timestep_forms_agree(golden_unet):
-    sample, audio = small_inputs(batch=2)
+    sample, audio = small_inputs(frames=2, size=(8, 8), batch=2)
     with torch.no_grad():
         outs = [golden_unet(sample, t, audio) for t in (501, torch.tensor(501), torch.tensor([501, 501]))]
-        other = golden_unet(sample, 20, audio)
     torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
     torch.testing.assert_close(outs[0], outs[2], rtol=0, atol=0)
-    assert (outs[0] - other).abs().max() > 1e-3
+
+
+def test_timestep_changes_the_prediction():
+    # In the golden model each GroupNorm group holds one channel, which cancels the resnets' per-channel time
+    # offset, so the parity vectors cannot see the time embedding; two channels per group can.
+    model = load_unet(golden_config("unet_config") | {"block_out_channels": [64, 64, 64, 64]})
+    sample, audio = small_inputs(frames=2, size=(8, 8))
+    with torch.no_grad():
+        assert (model(sample, 20, audio) - model(sample, 900, audio)).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("name", ["stage2", "stage2_512"])
@@ -93,7 +117,11 @@ def test_full_size_parameter_count():
     [
         ({"use_motion_module": False}, [], ["motion_modules"]),
         ({"add_audio_layer": False}, ["motion_modules"], ["attn2", "transformer_blocks.0.norm2"]),
-        ({"motion_module_decoder_only": True}, ["up_blocks.3.motion_modules"], ["down_blocks.0.motion", "down_blocks.3.motion"]),
+        (
+            {"motion_module_decoder_only": True},
+            ["up_blocks.0.motion_modules", "up_blocks.3.motion_modules"],
+            ["down_blocks.0.motion_modules", "down_blocks.3.motion_modules"],
+        ),
         ({"motion_module_mid_block": True}, ["mid_block.motion_modules.0"], []),
     ],
 )
@@ -125,8 +153,10 @@ def test_checkpoint_formats_round_trip(golden_unet, tmp_path):
     with torch.no_grad():
         expected = golden_unet(sample, 700, audio)
         for path in (wrapped, bare, safe):
-            torch.testing.assert_close(load_unet(golden_config("unet_config"), path)(sample, 700, audio), expected,
-                                       rtol=0, atol=0)
+            model = load_unet(golden_config("unet_config"), path)
+            assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+            # Memory-mapped safetensors weights are not 64-byte aligned, which changes the CPU kernels' rounding.
+            torch.testing.assert_close(model(sample, 700, audio), expected, rtol=0, atol=1e-5)
 
 
 def test_mismatched_checkpoint_names_the_keys(golden_unet, tmp_path):
@@ -189,13 +219,6 @@ def test_random_init_temporal_modules_are_identity_with_standard_tables():
         torch.testing.assert_close(stored[name], standard, rtol=0, atol=1e-6)  # the published tables agree
     zeroed = [v for k, v in model.state_dict().items() if "temporal_transformer.proj_out" in k]
     assert zeroed and all((v == 0).all() for v in zeroed)
-
-
-def test_standard_table_values():
-    table = sinusoidal_table(24, 8)[0]
-    position, channel = 5, 2  # an even channel holds sin(pos / 10000^(channel / dim))
-    assert table[position, channel].item() == pytest.approx(torch.sin(torch.tensor(5 / 10000 ** (2 / 8))).item())
-    assert table[position, channel + 1].item() == pytest.approx(torch.cos(torch.tensor(5 / 10000 ** (2 / 8))).item())
 
 
 @pytest.mark.parametrize(

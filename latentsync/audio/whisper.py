@@ -155,7 +155,7 @@ class WhisperFeatures:
                 f"Whisper checkpoint expects {self.dims.n_mels} mel bands; only {WHISPER_N_MELS} are supported",
                 "use the Whisper tiny checkpoint published with LatentSync",
             )
-        encoder = build_with_weights(lambda: WhisperEncoder(self.dims), _encoder_state(content), "Whisper encoder")
+        encoder = build_with_weights(lambda: WhisperEncoder(self.dims), _encoder_state(content), "Whisper encoder", dtype)
         self.encoder = encoder.to(device=device, dtype=dtype).eval()
         self.device, self.dtype = torch.device(device), dtype
         self.batch_size = batch_size  # 30 s windows encoded per forward pass

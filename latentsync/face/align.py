@@ -20,6 +20,8 @@ TEMPLATE_SCALE = 2.8  # template scale at R = 256
 CROP_UNITS = (75, 100)  # crop (width, height) at scale 1
 FILL = 127.0  # grey used where a warp reads outside its source
 BIAS_KEEP = 0.2  # weight of the previous frame's nose bias in the published smoothing
+WARP_BATCH = 4  # frames converted to float at once by warp()
+PASTE_MARGIN = 8  # px of zero alpha kept around a pasted face (the published feather spills one pixel out)
 
 
 def _pixel_to_unit(height: int, width: int) -> torch.Tensor:
@@ -53,6 +55,42 @@ def _warp(images: torch.Tensor, mats: torch.Tensor, out_hw: tuple[int, int]) -> 
     ones = images.new_ones(n, 1, height, width)
     coverage = F.grid_sample(ones, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
     return warped, coverage
+
+
+def _sample_region(images: torch.Tensor, mats: torch.Tensor, box: tuple[int, int, int, int]):
+    """Bilinear samples of (N, C, h, w) images at mats @ (x, y, 1) for every integer pixel (x, y) of `box`.
+
+    The sampling positions depend only on the absolute pixel and the matrix, never on the box, so a frame
+    pastes identically whatever else shares its batch. Returns the samples and their coverage (N, 1, H, W).
+    """
+    x0, y0, x1, y1 = box
+    n, _, height, width = images.shape
+    xs = torch.arange(x0, x1, dtype=torch.float32, device=images.device)
+    ys = torch.arange(y0, y1, dtype=torch.float32, device=images.device)
+    m = mats.to(images.device, torch.float32)[:, :, :, None, None]  # (N, 2, 3, 1, 1)
+    px = m[:, 0, 0] * xs + m[:, 0, 1] * ys[:, None] + m[:, 0, 2]
+    py = m[:, 1, 0] * xs + m[:, 1, 1] * ys[:, None] + m[:, 1, 2]
+    grid = torch.stack([px * (2.0 / (width - 1)) - 1.0, py * (2.0 / (height - 1)) - 1.0], dim=-1)
+    samples = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    coverage = F.grid_sample(images.new_ones(n, 1, height, width), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    return samples, coverage
+
+
+def _footprint(mats: torch.Tensor, src_wh: tuple[int, int], limit_wh: tuple[int, int], margin: int):
+    """Integer box (x0, y0, x1, y1), x1/y1 exclusive, holding the image of a src_wh rectangle under every matrix
+    of the batch, grown by `margin` and clipped to limit_wh; None when it is empty.
+
+    Paste-back only touches this box: at 1080p the face is a small part of the frame. Outside it the
+    pasted alpha is exactly zero, and a margin of zeros inside it keeps erosion and blur identical to full frames.
+    """
+    w, h = src_wh
+    corners = mats.new_tensor([[0, w - 1, 0, w - 1], [0, 0, h - 1, h - 1], [1, 1, 1, 1]])
+    points = mats.double() @ corners.double()  # (N, 2, 4)
+    x0 = max(int(np.floor(points[:, 0].min().item())) - margin, 0)
+    y0 = max(int(np.floor(points[:, 1].min().item())) - margin, 0)
+    x1 = min(int(np.ceil(points[:, 0].max().item())) + margin + 1, limit_wh[0])
+    y1 = min(int(np.ceil(points[:, 1].max().item())) + margin + 1, limit_wh[1])
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
 
 def _erode(mask: torch.Tensor, side: int) -> torch.Tensor:
@@ -213,24 +251,35 @@ class FaceAligner:
         m = _check_mats(mats, n).to(self.device, torch.float32)
         face = self._faces_as_unit(faces, n)
         crop_w, crop_h = self.crop_size
-        face = F.interpolate(face, size=(crop_h, crop_w), mode="bicubic", antialias=True, align_corners=False)
         inverse = torch.linalg.inv(_homogeneous(m))[:, :2]
-        back, coverage = _warp(face, inverse, (height, width))
+        out = dst.to(self.device, copy=True)
+        box = _footprint(inverse, (crop_w, crop_h), (width, height), PASTE_MARGIN)
+        if box is None:  # every face lies outside its frame
+            return self._like(out, frames)
+        x0, y0, x1, y1 = box
+        face = F.interpolate(face, size=(crop_h, crop_w), mode="bicubic", antialias=True, align_corners=False)
+        back, coverage = _sample_region(face, m, box)
         # The grey fill lands only where alpha is zero; kept in model units as published.
         back = ((back + (1 - coverage) * FILL) / 2 + 0.5).clamp(0, 1) * 255
         eroded, alpha = _soft_mask(coverage)
-        frame = dst.to(self.device).permute(0, 3, 1, 2).float()
-        out = alpha * (eroded * back) + (1 - alpha) * frame
-        return self._like(_to_uint8(out).permute(0, 2, 3, 1), frames)
+        region = out[:, y0:y1, x0:x1].permute(0, 3, 1, 2).float()
+        blended = alpha * (eroded * back) + (1 - alpha) * region
+        out[:, y0:y1, x0:x1] = _to_uint8(blended).permute(0, 2, 3, 1)
+        return self._like(out, frames)
 
     def _crop(self, frames, mats) -> torch.Tensor:
         """Crops as (N, 3, crop_h, crop_w) uint8 on the device."""
         src = _check_frames(frames)
         m = _check_mats(mats, src.shape[0]).to(self.device, torch.float32)
         crop_w, crop_h = self.crop_size
-        images = src.to(self.device).permute(0, 3, 1, 2).float()
-        warped, coverage = _warp(images, m, (crop_h, crop_w))
-        return _to_uint8(warped + (1 - coverage) * FILL)
+        crops = []
+        # Whole frames are sampled (a sub-region would change the float rounding of the published warp), a few
+        # at a time so that the float copies of large frames stay small.
+        for part, part_m in zip(src.split(WARP_BATCH), m.split(WARP_BATCH)):
+            images = part.to(self.device).permute(0, 3, 1, 2).float()
+            warped, coverage = _warp(images, part_m, (crop_h, crop_w))
+            crops.append(_to_uint8(warped + (1 - coverage) * FILL))
+        return torch.cat(crops)
 
     def _faces_as_unit(self, faces, count: int) -> torch.Tensor:
         """Faces as (N, 3, R, R) float32 in [-1, 1] on the device."""

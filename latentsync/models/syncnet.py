@@ -187,6 +187,6 @@ def load_syncnet(
         raise InputError(f"SyncNet config lacks {missing}", "pass a published config such as configs/syncnet/syncnet_16_pixel_attn.yaml")
     state = load_state_dict(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
     model = build_with_weights(
-        lambda: StableSyncNet(section["audio_encoder"], section["visual_encoder"]), state, "StableSyncNet"
+        lambda: StableSyncNet(section["audio_encoder"], section["visual_encoder"]), state, "StableSyncNet", dtype
     )
     return model.to(device=device, dtype=dtype).eval()

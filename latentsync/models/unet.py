@@ -2,8 +2,10 @@
 
 Stable Diffusion 1.5's U-Net applied frame by frame (frames folded into the batch for every 2-D layer), whose
 spatial transformers cross-attend to each frame's 50 Whisper audio tokens, with AnimateDiff temporal modules
-after every layer of the down and up blocks. Input: 13 channels (noisy latents 4, mask 1, masked-image
-latents 4, reference latents 4); output: the predicted noise (4 channels).
+after every layer of the down and up blocks. Quirk kept for checkpoint parity: the GroupNorms of the resnets and
+the output norm take their statistics over all frames of a clip (the published model applies them to 5-D
+tensors), while the transformers' norms work per frame. Input: 13 channels (noisy latents 4, mask 1,
+masked-image latents 4, reference latents 4); output: the predicted noise (4 channels).
 """
 
 from __future__ import annotations
@@ -183,6 +185,7 @@ class LatentSyncUNet(nn.Module):
                 )
             )
 
+        # Like the resnets' norms, the final norm takes its statistics over the whole clip (parity vectors).
         self.conv_norm_out = ClipGroupNorm(config.norm_num_groups, channels[0], eps=config.norm_eps)
         self.conv_act = nn.SiLU()
         self.conv_out = nn.Conv2d(channels[0], config.out_channels, kernel_size=3, padding=1)
@@ -253,7 +256,7 @@ class LatentSyncUNet(nn.Module):
         batch, frames = sample.shape[0], sample.shape[2]
         timestep = torch.as_tensor(timestep, device=sample.device).reshape(-1)
         if timestep.numel() not in (1, batch):
-            raise InputError(f"{timestep.numel()} timesteps for a batch of {batch}", "pass one timestep, or one per clip")
+            raise InputError(f"{timestep.numel()} timesteps for a batch of {batch}", "pass one, or one per clip")
         if self.config.center_input_sample:
             sample = 2 * sample - 1.0
 
@@ -297,5 +300,5 @@ def load_unet(
     if not isinstance(config, UNetConfig):
         config = UNetConfig.from_dict(model_section(config))
     state = None if checkpoint is None else load_state_dict(checkpoint)
-    model = build_with_weights(lambda: LatentSyncUNet(config), state, "U-Net")
+    model = build_with_weights(lambda: LatentSyncUNet(config), state, "U-Net", dtype)
     return model.to(device=device, dtype=dtype).eval()

@@ -54,7 +54,9 @@ class ResnetBlock(nn.Module):
         self.time_emb_proj = nn.Linear(s.temb_channels, out_channels)
         self.norm2 = ClipGroupNorm(s.norm_groups, out_channels, eps=s.norm_eps)
         self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1)
-        self.conv_shortcut = nn.Conv2d(in_channels, out_channels, kernel_size=1) if in_channels != out_channels else None
+        self.conv_shortcut = None  # identity unless the channel count changes
+        if in_channels != out_channels:
+            self.conv_shortcut = nn.Conv2d(in_channels, out_channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor, frames: int) -> torch.Tensor:
         """x: ((B F), C, H, W); temb: (B, temb_channels), one row per clip."""
