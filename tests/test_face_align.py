@@ -179,3 +179,19 @@ def test_gpu_matches_cpu(gold):
     _compare("gpu aligned", gpu.warp(torch.from_numpy(frames).cuda(), mats).cpu().numpy(), faces)
     flipped = np.ascontiguousarray(faces[:, ::-1])
     _compare("gpu pasted", gpu.paste(frames, flipped, mats), cpu.paste(frames, flipped, mats))
+
+
+@pytest.mark.parametrize("side", [2, 3, 8, 27, 44])
+def test_feather_erosion_and_blur_follow_opencv(side):
+    from latentsync.face.align import _erode, _gaussian_blur
+
+    rng = np.random.default_rng(side)
+    mask = (rng.random((61, 47)) > 0.2).astype(np.float32) * rng.random((61, 47)).astype(np.float32)
+    eroded = cv2.erode(mask, np.ones((side, side), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=np.inf)
+    ours = _erode(torch.from_numpy(mask)[None, None], side)[0, 0].numpy()
+    np.testing.assert_array_equal(ours, eroded)
+    size = 2 * side + 1
+    sigma = 0.3 * ((size - 1) * 0.5 - 1) + 0.8
+    blurred = cv2.GaussianBlur(mask, (size, size), sigma)
+    ours = _gaussian_blur(torch.from_numpy(mask)[None, None], size, sigma)[0, 0].numpy()
+    assert np.abs(ours - blurred).max() < 1e-5

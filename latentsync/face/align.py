@@ -93,29 +93,47 @@ def _footprint(mats: torch.Tensor, src_wh: tuple[int, int], limit_wh: tuple[int,
     return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
 
-def _erode(mask: torch.Tensor, side: int) -> torch.Tensor:
-    """Erosion of (N, 1, H, W) with a side x side square, OpenCV conventions.
+def _running_min(x: torch.Tensor, side: int) -> torch.Tensor:
+    """Minimum over a window of `side` along the last axis, anchor at side // 2, values outside ignored.
 
-    The anchor is at side // 2 and pixels outside the image never win the minimum.
+    Sparse-table doubling: after k passes each entry holds the minimum of 2**k neighbours; two overlapping
+    power-of-two windows then cover any side exactly. log2(side) elementwise passes on any device.
     """
     before = side // 2
-    after = side - 1 - before
-    padded = F.pad(-mask, (before, after, before, after), value=-float("inf"))
-    # A square erosion is separable: a column minimum followed by a row minimum.
-    out = F.max_pool2d(padded, (side, 1), stride=1)
-    out = F.max_pool2d(out, (1, side), stride=1)
-    return -out
+    n = x.shape[-1]
+    table = F.pad(x, (before, side - 1 - before), value=float("inf"))
+    span = 1
+    while span * 2 <= side:
+        table = torch.minimum(table[..., :-span], table[..., span:])
+        span *= 2
+    return torch.minimum(table[..., :n], table[..., side - span : side - span + n])
+
+
+def _erode(mask: torch.Tensor, side: int) -> torch.Tensor:
+    """Erosion of (N, 1, H, W) with a side x side square, OpenCV conventions (anchor at side // 2, pixels outside
+    the image never win the minimum). A square erosion is separable: rows, then columns."""
+    rows = _running_min(mask, side)
+    return _running_min(rows.transpose(-1, -2), side).transpose(-1, -2)
+
+
+def _blur_matrix(n: int, kernel: torch.Tensor) -> torch.Tensor:
+    """(n, n) matrix applying a 1-D kernel with mirrored borders (OpenCV's default, without repeating the edge)."""
+    half = kernel.numel() // 2
+    index = torch.arange(n, device=kernel.device)[:, None] + torch.arange(-half, half + 1, device=kernel.device)
+    index = index.abs()
+    index = torch.where(index > n - 1, 2 * (n - 1) - index, index).clamp(0, n - 1)
+    matrix = torch.zeros(n, n, dtype=kernel.dtype, device=kernel.device)
+    return matrix.scatter_add_(1, index, kernel.expand(n, -1).contiguous())
 
 
 def _gaussian_blur(mask: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (N, 1, H, W) with mirrored borders (OpenCV's default, kornia's 'reflect')."""
+    """Separable Gaussian blur of (N, 1, H, W) with mirrored borders, as two banded matrix products (fast on any
+    device, unlike single-channel convolutions)."""
     x = torch.arange(size, dtype=torch.float32, device=mask.device) - size // 2
     kernel = torch.exp(-(x**2) / (2 * sigma**2))
     kernel = kernel / kernel.sum()
-    half = size // 2
-    out = F.pad(mask, (half, half, half, half), mode="reflect")
-    out = F.conv2d(out, kernel.view(1, 1, 1, size))
-    return F.conv2d(out, kernel.view(1, 1, size, 1))
+    height, width = mask.shape[-2:]
+    return _blur_matrix(height, kernel) @ mask @ _blur_matrix(width, kernel).T
 
 
 def _soft_mask(coverage: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
