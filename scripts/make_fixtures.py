@@ -27,16 +27,21 @@ def transcode(src: Path, dst: Path, seconds: float, width: int, height: int, crf
         ain = inp.streams.audio[0] if (audio and inp.streams.audio) else None
         aout = out.add_stream("aac", rate=ain.rate) if ain else None
         streams = [s for s in (vin, ain) if s is not None]
+        # Timestamps are renumbered from 0 in each stream's own time base (frames, samples): PyAV writes a
+        # missing pts as 0, which would leave every packet at time 0.
+        video_count = audio_samples = 0
         for packet in inp.demux(streams):
             for frame in packet.decode():
                 if frame.time is None or frame.time >= seconds:
                     continue
                 if packet.stream is vin:
                     frame = frame.reformat(width=width, height=height, format="yuv420p", interpolation="AREA")
-                    frame.pts = None
+                    frame.pts, frame.time_base = video_count, 1 / fps
+                    video_count += 1
                     out.mux(vout.encode(frame))
                 else:
-                    frame.pts = None
+                    frame.pts, frame.time_base = audio_samples, Fraction(1, ain.rate)
+                    audio_samples += frame.samples
                     out.mux(aout.encode(frame))
         out.mux(vout.encode())
         if aout:
@@ -68,6 +73,8 @@ def main() -> None:
         video = args.assets / f"demo{i}_video.mp4"
         transcode(video, media / f"demo{i}_360p.mp4", seconds=2.0, width=360, height=640, crf=23)
         transcode(video, media / f"demo{i}_1080p.mp4", seconds=1.0, width=1080, height=1920, crf=30)
+        # Longer clips for the data preparation and training tests.
+        transcode(video, media / f"demo{i}_6s.mp4", seconds=6.0, width=288, height=512, crf=26)
         write_flac(args.assets / f"demo{i}_audio.wav", ROOT / "tests" / "data" / "audio" / f"demo{i}_speech.flac")
     demo = ROOT / "latentsync" / "assets" / "demo"
     transcode(args.assets / "demo1_video.mp4", demo / "demo_video.mp4", seconds=4.0, width=540, height=960, crf=26)

@@ -24,7 +24,9 @@ def load_vae(source: str | os.PathLike = VAE_ID, *, device="cpu", dtype=torch.fl
     if not local.is_dir() and (local.exists() or local.is_absolute() or str(source).startswith(".")):
         raise CheckpointError(f"VAE folder not found: {source}", "pass a diffusers AutoencoderKL folder or a Hub id")
     try:
-        vae = AutoencoderKL.from_pretrained(str(local) if local.is_dir() else str(source), torch_dtype=dtype, local_files_only=offline)
+        vae = AutoencoderKL.from_pretrained(
+            str(local) if local.is_dir() else str(source), torch_dtype=dtype, local_files_only=offline, low_cpu_mem_usage=False
+        )
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot load the VAE from {source}: {exc}", "check the folder holds config.json and the weights") from exc
     return vae.to(device).eval().requires_grad_(False)

@@ -1,0 +1,147 @@
+"""`latentsync infer` (lip-sync a video to a speech track) and `latentsync demo` (the bundled clip)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from importlib import resources
+from pathlib import Path
+
+from .. import weights
+from ..errors import InputError
+
+DEMO_VIDEO = "assets/demo/demo_video.mp4"
+DEMO_AUDIO = "assets/demo/demo_speech.flac"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("infer", help="lip-sync a video to a speech track")
+    p.add_argument("--video", required=True, help="input video (any fps and container ffmpeg reads)")
+    p.add_argument("--audio", help="speech track (wav, mp3, m4a, flac, or a video's audio)")
+    p.add_argument("--output", required=True, help="output video (.mp4, .mov or .mkv)")
+    add_run_options(p)
+    p.set_defaults(run=run_infer)
+
+    p = sub.add_parser("demo", help="lip-sync the bundled demo clip (downloads the weights on first use)")
+    p.add_argument("--output", default="latentsync_demo.mp4", help="output video (default: %(default)s)")
+    add_run_options(p)
+    p.set_defaults(run=run_demo)
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    m = p.add_argument_group("model")
+    m.add_argument("--version", default=weights.DEFAULT_VERSION, choices=sorted(weights.VERSIONS),
+                   help="published release: 1.5 (256 px faces) or 1.6 (512 px) (default: %(default)s)")
+    m.add_argument("--checkpoint-dir", help="weights folder in the published checkpoints/ layout (default: caches)")
+    m.add_argument("--offline", action="store_true", help="never download; fail with the fix if weights are missing")
+    m.add_argument("--unet-config", help="U-Net YAML in the published layout (model: and data: sections)")
+    m.add_argument("--unet-checkpoint", help="U-Net weights (.pt or .safetensors)")
+    m.add_argument("--vae", help="diffusers AutoencoderKL folder or Hub id")
+    m.add_argument("--whisper", help="openai-whisper checkpoint (tiny.pt)")
+    m.add_argument("--resolution", type=int, help="face resolution (default: from the U-Net config)")
+    m.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    m.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
+                   help="model precision (default: float16 on CUDA, float32 on CPU)")
+
+    s = p.add_argument_group("sampling")
+    s.add_argument("--steps", type=int, default=20, help="denoising steps (default: %(default)s; 20-50 typical)")
+    s.add_argument("--guidance", type=float, default=1.5, help="audio guidance scale (default: %(default)s; 1.0-3.0)")
+    s.add_argument("--seed", type=int, help="random seed (default: random, printed in the summary)")
+    s.add_argument("--segmenting", default="seamless", choices=["seamless", "reference"],
+                   help="Whisper segmentation of long audio (reference = published, with 30 s seams)")
+
+    f = p.add_argument_group("faces")
+    f.add_argument("--face-backend", default="auto", choices=["auto", "insightface", "mediapipe"],
+                   help="face detector (auto: insightface when its weights are present, else mediapipe)")
+    f.add_argument("--face-index", type=int, help="pick the N-th face (left to right) where faces first appear")
+    f.add_argument("--face-point", help="pick the face containing X,Y (pixels) where faces first appear")
+    f.add_argument("--face-box", help="pick the face best overlapping X1,Y1,X2,Y2 where faces first appear")
+    f.add_argument("--max-gap", type=int, help="bridge a face missing for at most this many frames")
+    f.add_argument("--track", help="reuse a face track saved with --save-track or `latentsync track`")
+    f.add_argument("--save-track", help="save the face track (.json or .npz) for inspection or re-use")
+
+    o = p.add_argument_group("output")
+    o.add_argument("--crf", type=int, default=18, help="H.264 quality, lower is better (default: %(default)s)")
+    o.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+
+
+def face_selection(args: argparse.Namespace):
+    """The FaceSelection described by the --face-* options."""
+    from ..face import FaceSelection
+
+    def numbers(text: str | None, count: int, option: str) -> tuple[float, ...] | None:
+        if text is None:
+            return None
+        try:
+            values = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            values = ()
+        if len(values) != count:
+            raise InputError(f"{option} expects {count} comma-separated numbers, got {text!r}", f"e.g. {option} " + ",".join(["100"] * count))
+        return values
+
+    chosen = [o for o in ("face_index", "face_point", "face_box") if getattr(args, o) is not None]
+    if len(chosen) > 1:
+        raise InputError("choose the face with only one of --face-index, --face-point, --face-box")
+    kwargs = {"index": args.face_index, "point": numbers(args.face_point, 2, "--face-point"),
+              "box": numbers(args.face_box, 4, "--face-box")}
+    if args.max_gap is not None:
+        kwargs["max_gap"] = args.max_gap
+    return FaceSelection(**kwargs)
+
+
+def resolve_device(device: str, dtype: str):
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {device} asked for, but no CUDA device is available", "use --device cpu")
+    if dtype == "auto":
+        dtype = "float16" if device.startswith("cuda") else "float32"
+    return torch.device(device), getattr(torch, dtype)
+
+
+def run_pipeline(args: argparse.Namespace, video: str, audio: str | None) -> None:
+    from ..pipeline import LipSyncPipeline
+    from ..pipeline.stream import RunOptions, prepare_job
+
+    if args.quiet:
+        logging.getLogger("latentsync").setLevel(logging.WARNING)
+    options = RunOptions(
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+        seed=args.seed,
+        segmenting=args.segmenting,
+        selection=face_selection(args),
+        track=args.track,
+        save_track=args.save_track,
+        progress=not args.quiet,
+        crf=args.crf,
+    )
+    prepare_job(video, audio, args.output)  # bad inputs fail here, before any weights are loaded
+    device, dtype = resolve_device(args.device, args.dtype)
+    pipe = LipSyncPipeline.from_pretrained(
+        args.version,
+        checkpoint_dir=args.checkpoint_dir,
+        offline=args.offline,
+        device=device,
+        dtype=dtype,
+        unet_config=args.unet_config,
+        unet_checkpoint=args.unet_checkpoint,
+        vae=args.vae,
+        whisper=args.whisper,
+        resolution=args.resolution,
+        face_backend=args.face_backend,
+    )
+    pipe(video, audio, args.output, options=options)
+
+
+def run_infer(args: argparse.Namespace) -> None:
+    run_pipeline(args, args.video, args.audio)
+
+
+def run_demo(args: argparse.Namespace) -> None:
+    root = resources.files("latentsync")
+    video, audio = Path(str(root.joinpath(DEMO_VIDEO))), Path(str(root.joinpath(DEMO_AUDIO)))
+    run_pipeline(args, str(video), str(audio))

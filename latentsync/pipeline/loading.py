@@ -1,0 +1,61 @@
+"""Assembling the pipeline's components from a published version, with any part overridden by a path."""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import weights
+from ..config import load_config
+
+
+def packaged_unet_config(version: str) -> Path:
+    """The U-Net YAML shipped for a published version (1.5: stage2.yaml at 256 px, 1.6: stage2_512.yaml)."""
+    name = weights.get_version(version).unet_config
+    return Path(str(resources.files("latentsync").joinpath(f"configs/unet/{name}")))
+
+
+def config_resolution(config: str | os.PathLike | dict, default: int) -> int:
+    """Face resolution from a published YAML's `data.resolution`, else `default`."""
+    data = load_config(config).get("data") or {}
+    return int(data.get("resolution", default))
+
+
+def load_components(
+    version: str,
+    *,
+    checkpoint_dir: str | os.PathLike | None = None,
+    offline: bool = False,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    unet_config: str | os.PathLike | None = None,
+    unet_checkpoint: str | os.PathLike | None = None,
+    vae: str | os.PathLike | None = None,
+    whisper: str | os.PathLike | None = None,
+    resolution: int | None = None,
+    face_backend: str = "auto",
+) -> dict[str, Any]:
+    """Keyword arguments for LipSyncPipeline: every file is checked (and fetched) before any model is built."""
+    from ..audio import WhisperFeatures
+    from ..face import create_detector
+    from ..models import load_scheduler, load_unet, load_vae
+
+    version_info = weights.get_version(version)
+    needed = [name for name, override in (("unet", unet_checkpoint), ("whisper", whisper), ("vae", vae)) if override is None]
+    paths = weights.resolve(needed, version, checkpoint_dir, offline) if needed else {}
+    config = unet_config or packaged_unet_config(version)
+    resolution = resolution or config_resolution(config, version_info.resolution)
+    detector = create_detector(face_backend, checkpoint_dir=checkpoint_dir, device=str(device), offline=offline)
+    return {
+        "unet": load_unet(config, unet_checkpoint or paths["latentsync_unet.pt"], device=device, dtype=dtype),
+        "vae": load_vae(vae or paths["sd-vae-ft-mse"], device=device, dtype=dtype, offline=offline),
+        "scheduler": load_scheduler(),
+        "resolution": resolution,
+        # Whisper stays in float32: it is small, and its features feed every frame.
+        "audio_encoder": WhisperFeatures(whisper or paths["whisper/tiny.pt"], device=device),
+        "face_detector": detector,
+    }

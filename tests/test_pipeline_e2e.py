@@ -1,0 +1,176 @@
+"""The whole lip-sync job on real clips with tiny random models in the published formats (CPU, offline face backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from conftest import AUDIO, MEDIA
+from latentsync.audio import SAMPLE_RATE, load_audio
+from latentsync.cli import main
+from latentsync.errors import NoFaceError
+from latentsync.face import FaceTrack
+from latentsync.media import frame_schedule, read_frames
+from latentsync.pipeline import LipSyncPipeline
+from latentsync.testing import write_random_models
+from test_media import unwritable_folder
+
+STEPS = 2
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    return write_random_models(tmp_path_factory.mktemp("tiny"), "tiny")
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny) -> LipSyncPipeline:
+    return LipSyncPipeline.from_pretrained(
+        "1.5", unet_config=tiny["unet_config"], unet_checkpoint=tiny["unet"], vae=tiny["vae"],
+        whisper=tiny["whisper"], face_backend="mediapipe", offline=True,
+    )
+
+
+def write_speech(path: Path, seconds: float) -> Path:
+    """The first `seconds` of a real speech track, as a 16 kHz wav."""
+    wav = load_audio(AUDIO / "demo2_speech.flac")[: int(seconds * SAMPLE_RATE)]
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("pcm_s16le", rate=SAMPLE_RATE, layout="mono")
+        frame = av.AudioFrame.from_ndarray((wav * 32767).astype(np.int16)[None], format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return path
+
+
+def probe(path: Path) -> dict:
+    with av.open(str(path)) as c:
+        v, a = c.streams.video[0], c.streams.audio[0]
+        info = {"width": v.width, "height": v.height, "fps": float(v.average_rate),
+                "audio_seconds": float(a.duration * a.time_base), "video_seconds": float(v.duration * v.time_base)}
+        info["frames"] = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    return info
+
+
+def away_from_face(track: FaceTrack, height: int, width: int) -> np.ndarray:
+    """Pixels more than one face size away from every face box of the track."""
+    boxes = track.boxes[track.present]
+    x0, y0 = boxes[:, 0].min(), boxes[:, 1].min()
+    x1, y1 = boxes[:, 2].max(), boxes[:, 3].max()
+    w, h = x1 - x0, y1 - y0
+    far = np.ones((height, width), bool)
+    far[max(0, int(y0 - h)) : int(y1 + h), max(0, int(x0 - w)) : int(x1 + w)] = False
+    return far
+
+
+def check_output(out: Path, video: Path, seconds: float, track: FaceTrack) -> dict:
+    info = probe(out)
+    source = [frame for _, frame in read_frames(video)]
+    expected_frames = int(seconds * 25)
+    assert info["frames"].shape == (expected_frames, len(source[0]), len(source[0][0]), 3)  # input size kept
+    assert info["fps"] == 25.0
+    assert abs(info["audio_seconds"] - seconds) <= 0.04  # the speech track's duration, within one frame
+    assert abs(info["video_seconds"] - info["audio_seconds"]) <= 0.04
+    schedule = frame_schedule(len(source), expected_frames)
+    far = away_from_face(track, *info["frames"].shape[1:3])
+    diff = np.abs(info["frames"].astype(int) - np.stack([source[i] for i in schedule]).astype(int))
+    assert diff[:, far].mean() < 2.0  # only codec error away from the face
+    near = ~far
+    assert diff[:, near].mean() > diff[:, far].mean()  # the face region was regenerated
+    return info
+
+
+def test_cut_when_the_audio_is_shorter(pipe, tmp_path):
+    video = MEDIA / "demo1_360p.mp4"  # 2 s, 50 frames
+    speech = write_speech(tmp_path / "speech.wav", 1.2)
+    out = pipe(video, speech, tmp_path / "out.mp4", num_inference_steps=STEPS, seed=0, progress=False,
+               save_track=tmp_path / "track.json")
+    track = FaceTrack.load(tmp_path / "track.json")
+    assert track.num_frames == 50 and track.present.all()
+    check_output(out, video, 1.2, track)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4", "speech.wav", "track.json"]  # no temp files
+
+
+def test_ping_pong_when_the_audio_is_longer_and_30fps_input(pipe, tmp_path):
+    video = MEDIA / "demo3_360p.mp4"  # 2 s at 30 fps: 50 frames at 25 fps
+    speech = write_speech(tmp_path / "speech.wav", 3.0)
+    out = pipe(video, speech, tmp_path / "out.mp4", num_inference_steps=STEPS, seed=0, progress=False,
+               save_track=tmp_path / "track.npz")
+    track = FaceTrack.load(tmp_path / "track.npz")
+    assert track.num_frames == 50
+    check_output(out, video, 3.0, track)
+    # Forward 0..49, then the reversed copy 49, 48, ...: output frame 60 shows video frame 39.
+    assert frame_schedule(50, 75)[60] == 39
+
+
+def test_reusing_a_track_and_returning_frames(pipe, tmp_path):
+    video = MEDIA / "demo2_360p.mp4"
+    speech = write_speech(tmp_path / "speech.wav", 0.64)
+    first = pipe(video, speech, None, num_inference_steps=STEPS, seed=3, progress=False, save_track=tmp_path / "t.json")
+    again = pipe(video, speech, None, num_inference_steps=STEPS, seed=3, progress=False, track=tmp_path / "t.json")
+    assert first.shape == (16, 640, 360, 3) and first.dtype == np.uint8
+    np.testing.assert_array_equal(first, again)  # same seed, same track: the same frames
+
+
+def test_a_video_without_any_face_is_a_clear_error(pipe, tmp_path):
+    path = tmp_path / "no face.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        for i in range(20):
+            image = np.full((240, 320, 3), (40 + 5 * i, 90, 140), np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(stream.encode())
+    speech = write_speech(tmp_path / "speech.wav", 0.5)
+    with pytest.raises(NoFaceError, match="no face found in any frame"):
+        pipe(path, speech, tmp_path / "out.mp4", num_inference_steps=STEPS, progress=False)
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_cli_infer_with_overrides(tiny, tmp_path, capsys):
+    speech = write_speech(tmp_path / "speech.wav", 0.64)
+    out = tmp_path / "cli out.mp4"
+    code = main([
+        "infer", "--video", str(MEDIA / "demo1_360p.mp4"), "--audio", str(speech), "--output", str(out),
+        "--version", "1.5", "--unet-config", str(tiny["unet_config"]), "--unet-checkpoint", str(tiny["unet"]),
+        "--vae", str(tiny["vae"]), "--whisper", str(tiny["whisper"]), "--face-backend", "mediapipe",
+        "--offline", "--steps", str(STEPS), "--seed", "1", "--quiet",
+    ])
+    assert code == 0 and probe(out)["frames"].shape[0] == 16
+
+
+def _bad_input_cases(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
+    video, speech = MEDIA / "demo1_360p.mp4", write_speech(tmp_path / "speech.wav", 0.5)
+    empty_audio = tmp_path / "empty.wav"
+    with av.open(str(empty_audio), "w") as out:
+        out.add_stream("pcm_s16le", rate=SAMPLE_RATE, layout="mono")
+    no_frames = tmp_path / "no frames.mp4"
+    with av.open(str(no_frames), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height = 64, 64
+    locked = unwritable_folder(tmp_path)
+    out = str(tmp_path / "out.mp4")
+    return {
+        "missing video": (["--video", str(tmp_path / "nope.mp4"), "--audio", str(speech), "--output", out], "nope.mp4"),
+        "not a video": (["--video", str(speech), "--audio", str(speech), "--output", out], "video"),
+        "no frames": (["--video", str(no_frames), "--audio", str(speech), "--output", out], "frame"),
+        "no audio given": (["--video", str(video), "--output", out], "--audio"),
+        "audio without samples": (["--video", str(video), "--audio", str(empty_audio), "--output", out], "audio"),
+        "unwritable folder": (["--video", str(video), "--audio", str(speech), "--output", str(locked / "o.mp4")], "writ"),
+        "output is the input": (["--video", str(video), "--audio", str(speech), "--output", str(video)], "input"),
+    }
+
+
+def test_bad_inputs_fail_before_any_model_is_loaded(tmp_path, capsys):
+    # A U-Net checkpoint that does not exist: had any weights been touched, that error would come first.
+    model = ["--unet-checkpoint", str(tmp_path / "missing_unet.pt"), "--offline", "--quiet"]
+    for name, (args, needle) in _bad_input_cases(tmp_path).items():
+        code = main(["infer", *args, *model])
+        err = capsys.readouterr().err
+        assert code == 2, name
+        assert err.startswith("latentsync: error:") and "Traceback" not in err, (name, err)
+        assert needle.lower() in err.lower(), (name, err)
+        assert "missing_unet" not in err, (name, err)
