@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,11 +20,10 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from latentsync.face import FaceAligner, create_detector, track_faces  # noqa: E402
-from latentsync.face.detectors.insightface import InsightFaceDetector  # noqa: E402
-from test_face_detect import random_landmarks, random_scrfd  # noqa: E402  (ONNX graph builders)
+from latentsync.face import FaceAligner, create_detector, track_faces
+from latentsync.face.detectors.insightface import InsightFaceDetector
+from latentsync.testing.face_onnx import random_landmarks, random_scrfd
 
 VIDEOS = [ROOT / "tests" / "data" / "media" / f"demo{i}_1080p.mp4" for i in (1, 2, 3)]
 

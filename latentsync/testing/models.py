@@ -16,10 +16,10 @@ import torch
 import yaml
 from diffusers import AutoencoderKL
 
-from .audio.whisper import WhisperDims, WhisperEncoder
-from .config import load_config
-from .models.unet import LatentSyncUNet, UNetConfig
-from .pipeline.loading import packaged_unet_config
+from ..audio.whisper import WhisperDims, WhisperEncoder
+from ..config import load_config
+from ..models.unet import LatentSyncUNet, UNetConfig
+from ..pipeline.loading import packaged_unet_config
 
 # sd-vae-ft-mse's architecture (the published VAE): diffusers AutoencoderKL with these fields.
 FULL_VAE = {
