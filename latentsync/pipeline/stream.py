@@ -73,15 +73,17 @@ class RunReport:
     faces_interpolated: int = 0
     faces_absent: int = 0
     face_backend: str = ""
-    seconds: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of the phases, one after the other
+    busy: dict[str, float] = field(default_factory=dict)  # time spent in each concurrent lip-sync stage
 
     def summary(self) -> str:
         total = sum(self.seconds.values())
-        stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items())
+        phases = ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items())
+        stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.busy.items())
         return (
             f"{self.output_frames} frames ({self.output_seconds:.2f} s) from {self.video_frames} video frames; "
             f"faces: {self.faces_found} found, {self.faces_interpolated} bridged, {self.faces_absent} passed through "
-            f"({self.face_backend}); seed {self.seed}; {total:.1f} s total ({stages})"
+            f"({self.face_backend}); seed {self.seed}; {total:.1f} s total ({phases}; lip-sync stages busy: {stages})"
             + (f"; wrote {self.output}" if self.output else "")
         )
 
@@ -111,7 +113,7 @@ def run_job(
         raise ValueError("whole-video runs need the pipeline's audio_encoder and face_detector (see from_pretrained)")
     job = prepare_job(video, audio, output)
     report = RunReport(output=job.output, output_frames=job.num_output_frames, output_seconds=job.num_output_frames / FPS)
-    timer = _StageTimer(report.seconds)
+    timer, busy = _StageTimer(report.seconds), _StageTimer(report.busy)
 
     with timer("audio"):
         features = pipe.audio_encoder.features(job.wav, segmenting=options.segmenting)
@@ -133,20 +135,22 @@ def run_job(
 
     def prepare(chunk: tuple[int, np.ndarray]) -> dict[str, Any]:
         start, frames = chunk
-        idx = schedule[start : start + len(frames)]
-        present = track.present[idx]
-        crops = aligner.warp(frames[present], matrices[idx[present]]) if present.any() else None
-        windows = pipe.audio_encoder.windows(features, len(frames), start=start)[present]
+        with busy("align"):
+            idx = schedule[start : start + len(frames)]
+            present = track.present[idx]
+            crops = aligner.warp(frames[present], matrices[idx[present]]) if present.any() else None
+            windows = pipe.audio_encoder.windows(features, len(frames), start=start)[present]
         return {"frames": frames, "idx": idx, "present": present, "crops": crops, "windows": windows}
 
     def finish(item: dict[str, Any]) -> None:
         frames, present = item["frames"], item["present"]
-        if item.get("faces") is not None:
-            frames[present] = aligner.paste(frames[present], item["faces"], matrices[item["idx"][present]])
-        sink.write(frames)
+        with busy("paste+encode"):
+            if item.get("faces") is not None:
+                frames[present] = aligner.paste(frames[present], item["faces"], matrices[item["idx"][present]])
+            sink.write(frames)
         bar.update(len(frames))
 
-    frames_in = read_frames(job.video, fps=FPS, indices=schedule)
+    frames_in = busy.iterate("decode", read_frames(job.video, fps=FPS, indices=schedule))
     bar = tqdm(total=job.num_output_frames, unit="frame", desc="lip-sync", disable=not options.progress)
     collected: list[np.ndarray] = []
     with _sink(job, collected, options) as sink, timer("lip-sync"):
@@ -154,9 +158,10 @@ def run_job(
             for item in _prefetch(map(prepare, _chunks(frames_in, CHUNK_FRAMES)), depth=2):
                 if item["crops"] is not None:
                     faces = torch.from_numpy(np.ascontiguousarray(item["crops"].transpose(0, 3, 1, 2)))
-                    item["faces"] = pipe.sample_chunk(
-                        faces, item["windows"], init_latents, options.num_inference_steps, options.guidance_scale
-                    ).cpu()
+                    with busy("diffusion"):
+                        item["faces"] = pipe.sample_chunk(
+                            faces, item["windows"], init_latents, options.num_inference_steps, options.guidance_scale
+                        ).cpu()
                 writer.submit(item)
     bar.close()
     pipe.last_report = report
@@ -289,6 +294,8 @@ class _Background:
 
 
 class _StageTimer:
+    """Adds up seconds per named stage (each stage is timed by one thread only)."""
+
     def __init__(self, seconds: dict[str, float]):
         self.seconds = seconds
 
@@ -299,3 +306,16 @@ class _StageTimer:
             yield
         finally:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+    def iterate(self, name: str, items: Iterable[Any]) -> Iterator[Any]:
+        """Yield from `items`, counting the time spent producing each item."""
+        iterator = iter(items)
+        while True:
+            with self(name):
+                item = next(iterator, _END)
+            if item is _END:
+                return
+            yield item
+
+
+_END = object()
