@@ -21,11 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 
-from latentsync.audio import SAMPLE_RATE, load_audio
+from latentsync.audio import SAMPLE_RATE, load_audio, save_wav
 from latentsync.media import VideoWriter, frame_schedule, read_frames
 from latentsync.pipeline import LipSyncPipeline
 from latentsync.testing import write_random_models
@@ -46,14 +45,7 @@ def build_input(video: Path, audio: Path, seconds: float, folder: Path) -> tuple
     with VideoWriter(out_video, width, height, audio=speech, preset="ultrafast", crf=23) as writer:
         for start in range(0, count, 25):
             writer.write(np.stack([frames[i] for i in frame_schedule(len(frames), count)[start : start + 25]]))
-    out_audio = folder / f"speech_{int(seconds)}s.wav"
-    with av.open(str(out_audio), "w") as container:
-        stream = container.add_stream("pcm_s16le", rate=SAMPLE_RATE, layout="mono")
-        frame = av.AudioFrame.from_ndarray((speech * 32767).astype(np.int16)[None], format="s16", layout="mono")
-        frame.sample_rate = SAMPLE_RATE
-        container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    return out_video, out_audio
+    return out_video, save_wav(folder / f"speech_{int(seconds)}s.wav", speech)
 
 
 def peak_rss_mib() -> float:

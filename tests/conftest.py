@@ -24,6 +24,15 @@ def golden_config(name: str) -> dict:
     return json.loads((GOLDEN / f"{name}.json").read_text())
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tiny-model tests on one thread: for small tensors, thread start-up costs more than it saves."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import AUDIO, MEDIA
-from latentsync.audio import SAMPLE_RATE, load_audio
+from latentsync.audio import SAMPLE_RATE, load_audio, save_wav
 from latentsync.cli import main
 from latentsync.errors import NoFaceError
 from latentsync.face import FaceTrack
@@ -36,14 +36,7 @@ def pipe(tiny) -> LipSyncPipeline:
 
 def write_speech(path: Path, seconds: float) -> Path:
     """The first `seconds` of a real speech track, as a 16 kHz wav."""
-    wav = load_audio(AUDIO / "demo2_speech.flac")[: int(seconds * SAMPLE_RATE)]
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("pcm_s16le", rate=SAMPLE_RATE, layout="mono")
-        frame = av.AudioFrame.from_ndarray((wav * 32767).astype(np.int16)[None], format="s16", layout="mono")
-        frame.sample_rate = SAMPLE_RATE
-        out.mux(stream.encode(frame))
-        out.mux(stream.encode())
-    return path
+    return save_wav(path, load_audio(AUDIO / "demo2_speech.flac")[: int(seconds * SAMPLE_RATE)])
 
 
 def probe(path: Path) -> dict:

@@ -1,4 +1,4 @@
-"""Reading the audio track of any common media file as 16 kHz mono float32 samples.
+"""Reading the audio track of any common media file as 16 kHz mono float32 samples (and writing a wav).
 
 Decoding and resampling use PyAV (FFmpeg's decoders and its `swresample` resampler, the same resampler the
 published system reached through the `ffmpeg` command line). Channels are averaged here, after resampling.
@@ -14,6 +14,7 @@ import av
 import numpy as np
 
 from ..errors import InputError
+from ..fileio import atomic_path
 
 SAMPLE_RATE = 16000
 
@@ -57,3 +58,16 @@ def _decode_resampled(container: av.container.InputContainer, stream: av.AudioSt
     if not chunks:
         return np.zeros(0, dtype=np.float32)
     return np.concatenate(chunks, axis=1).mean(axis=0, dtype=np.float32)  # (channels, samples) -> mono
+
+
+def save_wav(path: str | os.PathLike, samples: np.ndarray, rate: int = SAMPLE_RATE) -> Path:
+    """Write float mono samples in [-1, 1] as a 16-bit PCM wav (atomically)."""
+    pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16)[None]
+    path = Path(path)
+    with atomic_path(path) as tmp, av.open(str(tmp), "w", format="wav") as out:
+        stream = out.add_stream("pcm_s16le", rate=rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        frame.sample_rate = rate
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return path

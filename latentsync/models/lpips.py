@@ -97,7 +97,10 @@ def lpips_state(vgg: dict[str, torch.Tensor], lins: dict[str, torch.Tensor]) -> 
     for key, value in lins.items():
         match = _LIN_KEY.fullmatch(key)
         if match is None:
-            raise CheckpointError(f"unexpected key {key!r} in the LPIPS linear-layer file", "pass the lpips project's weights/v0.1/vgg.pth")
+            raise CheckpointError(
+                f"unexpected key {key!r} in the LPIPS linear-layer file",
+                "pass the lpips project's weights/v0.1/vgg.pth",
+            )
         state[f"lins.{match.group(1)}.weight"] = value
     return state
 
