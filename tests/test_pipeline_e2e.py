@@ -123,13 +123,17 @@ def test_a_video_without_any_face_is_a_clear_error(pipe, tmp_path):
     assert not (tmp_path / "out.mp4").exists()
 
 
-def test_cli_infer_with_overrides(tiny, tmp_path, capsys):
+def test_cli_track_then_infer_with_overrides(tiny, tmp_path, capsys):
+    video = MEDIA / "demo1_360p.mp4"
+    assert main(["track", "--video", str(video), "--output", str(tmp_path / "track.json"),
+                 "--face-backend", "mediapipe", "--quiet"]) == 0
+    assert FaceTrack.load(tmp_path / "track.json").present.all()
     speech = write_speech(tmp_path / "speech.wav", 0.64)
     out = tmp_path / "cli out.mp4"
     code = main([
-        "infer", "--video", str(MEDIA / "demo1_360p.mp4"), "--audio", str(speech), "--output", str(out),
+        "infer", "--video", str(video), "--audio", str(speech), "--output", str(out),
         "--version", "1.5", "--unet-config", str(tiny["unet_config"]), "--unet-checkpoint", str(tiny["unet"]),
-        "--vae", str(tiny["vae"]), "--whisper", str(tiny["whisper"]), "--face-backend", "mediapipe",
+        "--vae", str(tiny["vae"]), "--whisper", str(tiny["whisper"]), "--track", str(tmp_path / "track.json"),
         "--offline", "--steps", str(STEPS), "--seed", "1", "--quiet",
     ])
     assert code == 0 and probe(out)["frames"].shape[0] == 16

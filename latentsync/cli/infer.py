@@ -27,6 +27,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_run_options(p)
     p.set_defaults(run=run_demo)
 
+    p = sub.add_parser("track", help="detect and follow the face of a video; save the track for `infer --track`")
+    p.add_argument("--video", required=True, help="input video")
+    p.add_argument("--output", required=True, help="track file to write (.json, human-editable, or .npz)")
+    p.add_argument("--checkpoint-dir", help="weights folder (for the insightface backend)")
+    p.add_argument("--offline", action="store_true", help="never download weights")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_face_options(p)
+    p.set_defaults(run=run_track)
+
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
     m = p.add_argument_group("model")
@@ -50,6 +59,17 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     s.add_argument("--segmenting", default="seamless", choices=["seamless", "reference"],
                    help="Whisper segmentation of long audio (reference = published, with 30 s seams)")
 
+    f = add_face_options(p)
+    f.add_argument("--track", help="reuse a face track saved with --save-track or `latentsync track`")
+    f.add_argument("--save-track", help="save the face track (.json or .npz) for inspection or re-use")
+
+    o = p.add_argument_group("output")
+    o.add_argument("--crf", type=int, default=18, help="H.264 quality, lower is better (default: %(default)s)")
+    o.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+
+
+def add_face_options(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """Face detector and selection options (shared by infer, demo and track)."""
     f = p.add_argument_group("faces")
     f.add_argument("--face-backend", default="auto", choices=["auto", "insightface", "mediapipe"],
                    help="face detector (auto: insightface when its weights are present, else mediapipe)")
@@ -57,12 +77,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     f.add_argument("--face-point", help="pick the face containing X,Y (pixels) where faces first appear")
     f.add_argument("--face-box", help="pick the face best overlapping X1,Y1,X2,Y2 where faces first appear")
     f.add_argument("--max-gap", type=int, help="bridge a face missing for at most this many frames")
-    f.add_argument("--track", help="reuse a face track saved with --save-track or `latentsync track`")
-    f.add_argument("--save-track", help="save the face track (.json or .npz) for inspection or re-use")
-
-    o = p.add_argument_group("output")
-    o.add_argument("--crf", type=int, default=18, help="H.264 quality, lower is better (default: %(default)s)")
-    o.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    return f
 
 
 def face_selection(args: argparse.Namespace):
@@ -145,3 +160,18 @@ def run_demo(args: argparse.Namespace) -> None:
     root = resources.files("latentsync")
     video, audio = Path(str(root.joinpath(DEMO_VIDEO))), Path(str(root.joinpath(DEMO_AUDIO)))
     run_pipeline(args, str(video), str(audio))
+
+
+def run_track(args: argparse.Namespace) -> None:
+    from ..face import create_detector, track_faces
+    from ..media import probe_video, read_frames
+
+    if Path(args.output).suffix.lower() not in (".json", ".npz"):
+        raise InputError(f"a face track is saved as .json or .npz, got {args.output}", "e.g. --output track.json")
+    probe_video(args.video)  # a bad input fails before the detector loads
+    selection = face_selection(args)
+    detector = create_detector(args.face_backend, checkpoint_dir=args.checkpoint_dir, offline=args.offline)
+    frames = (frame for _, frame in read_frames(args.video))
+    track = track_faces(frames, detector, selection, fps=25.0, progress=not args.quiet)
+    track.save(args.output)  # track_faces has logged its summary
+    print(f"wrote {args.output}")
