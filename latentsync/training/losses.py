@@ -1,0 +1,105 @@
+"""The pieces of the U-Net training objective (SPEC 10): training noise, the one-step clean-latent estimate, and
+the pixel-space losses of stage 2 (SyncNet, LPIPS, TREPA).
+
+Frames are (B, F, 3, H, W) with values in [-1, 1] throughout (the dataset's layout). The frozen models may hold
+half-precision weights: inputs are cast to their dtype and every loss is returned in float32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from ..models.lpips import LPIPS
+from ..models.syncnet import StableSyncNet
+from ..models.videomae import VideoMAE
+from .syncnet import syncnet_loss
+
+
+def frame_noise(like: torch.Tensor, alpha: float | None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Gaussian noise for latents (B, C, F, H, W) with unit variance per element, correlated across frames.
+
+    Mixed noise (alpha given): a part shared by all frames (one frame's draw repeated) with std
+    sqrt(a^2 / (1 + a^2)) plus an independent part with std sqrt(1 / (1 + a^2)). alpha None: one frame's draw
+    repeated over every frame (the published choice when mixed noise is off).
+    """
+    frame_shape = (*like.shape[:2], 1, *like.shape[3:])
+    shared = torch.randn(frame_shape, generator=generator, device=like.device, dtype=like.dtype)
+    if alpha is None:
+        return shared.expand_as(like).contiguous()
+    independent = torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+    return shared * math.sqrt(alpha**2 / (1 + alpha**2)) + independent * math.sqrt(1 / (1 + alpha**2))
+
+
+def predicted_x0(noisy: torch.Tensor, noise_pred: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """One DDIM step to t = 0 from an epsilon prediction: (x_t - sqrt(1 - abar) eps) / sqrt(abar).
+
+    `alphas_cumprod`: abar of each clip's timestep, shape (B,).
+    """
+    abar = alphas_cumprod.to(noisy.device, torch.float32).view(-1, *([1] * (noisy.ndim - 1)))
+    return (noisy.float() - (1 - abar).sqrt() * noise_pred.float()) / abar.sqrt()
+
+
+def lower_half(images: torch.Tensor) -> torch.Tensor:
+    """The bottom rows (from H // 2) of images (..., H, W): the mouth region the losses look at."""
+    return images[..., images.shape[-2] // 2 :, :]
+
+
+def sync_loss(
+    syncnet: StableSyncNet,
+    frames: torch.Tensor,
+    mel: torch.Tensor,
+    resolution: int | None = None,
+    use_lower_half: bool = True,
+) -> torch.Tensor:
+    """Binary cross-entropy of the SyncNet score (cosine of the two embeddings) against "in sync" (1).
+
+    frames (B, F, 3, R, R), mel (B, 1, 80, 52). Frames are first resized (bicubic) to the SyncNet's `resolution`
+    when it differs from R, then the lower half of every frame is stacked on channels, as the SyncNet was trained.
+    """
+    batch = frames.shape[0]
+    images = frames.flatten(0, 1)
+    if resolution is not None and images.shape[-1] != resolution:
+        images = F.interpolate(images, size=(resolution, resolution), mode="bicubic")
+    if use_lower_half:
+        images = lower_half(images)
+    visual = rearrange(images, "(b f) c h w -> b (f c) h w", b=batch)
+    dtype = next(syncnet.parameters()).dtype
+    vision, audio = syncnet(visual.to(dtype), mel.to(dtype))
+    loss, _ = syncnet_loss(vision, audio, torch.ones(batch, device=frames.device))
+    return loss
+
+
+def lpips_loss(lpips: LPIPS, frames: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean LPIPS distance between the lower halves of generated and real frames (B, F, 3, R, R)."""
+    dtype = next(lpips.parameters()).dtype
+    a, b = (lower_half(x).flatten(0, 1).to(dtype) for x in (frames, target))
+    return lpips(a, b).float().mean()
+
+
+class TREPALoss(nn.Module):
+    """Temporal representation alignment: MSE between L2-normalised VideoMAE-v2 features of generated and real clips.
+
+    Each clip's frames are resized to the ViT's input size (bicubic), mapped from [-1, 1] to [0, 1] and clipped;
+    the number of frames per clip must be the ViT's (16 for the published model).
+    """
+
+    def __init__(self, videomae: VideoMAE):
+        super().__init__()
+        self.videomae = videomae
+
+    def features(self, frames: torch.Tensor) -> torch.Tensor:
+        size = self.videomae.config.image_size
+        batch = frames.shape[0]
+        images = F.interpolate(frames.flatten(0, 1).float(), size=(size, size), mode="bicubic")
+        clips = rearrange((images / 2 + 0.5).clamp(0, 1), "(b f) c h w -> b c f h w", b=batch)
+        dtype = next(self.videomae.parameters()).dtype
+        return F.normalize(self.videomae(clips.to(dtype)).float(), p=2, dim=1)
+
+    def forward(self, frames: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """frames, target: (B, F, 3, H, W) in [-1, 1] -> scalar loss."""
+        return F.mse_loss(self.features(frames), self.features(target))

@@ -1,0 +1,225 @@
+"""Training StableSyncNet (SPEC 8 and 10) from a published SyncNet config.
+
+Each sample is 16 aligned frames (lower half) and a mel window, in sync or from another window of the same clip,
+50/50. The score is the cosine similarity of the two L2-normalised embeddings (in [0, 1]: both come out of a
+ReLU), the loss is its binary cross-entropy against the label, and a score above 0.5 counts as "in sync".
+
+Config sections used: `model:` (the encoders), `data:` (clips, batch size, workers, frames, resolution,
+lower_half, caches, output folder), `optimizer:` (lr, max_grad_norm), `run:` (max_train_steps,
+validation_steps, mixed_precision_training, seed; this project adds `device`, `resume`, `log_steps` and
+`mixed_precision_dtype` = auto | bf16 | fp16),
+`ckpt:` (save_ckpt_steps; resume_ckpt_path = initial weights, e.g. the published stable_syncnet.pt).
+Also added: `data.samples_per_clip` (a fixed set of samples per clip instead of fresh windows on every pass;
+for checking that a small model can learn a small set).
+
+Outputs in data.train_output_dir: checkpoints/checkpoint-<step>.pt ({"state_dict", "global_step", "optimizer",
+"scaler"}; loads with `load_syncnet`), metrics.jsonl (step, train_loss, train_acc, and val_loss / val_acc at
+validation steps) and metrics.png.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..config import load_config
+from ..data.datasets import SyncNetDataset, read_fileslist
+from ..errors import InputError
+from ..models.syncnet import load_syncnet
+from .common import (
+    DistInfo,
+    MetricsLog,
+    TrainSampler,
+    all_reduce_sum,
+    apply_overrides,
+    autocast_and_scaler,
+    cleanup_distributed,
+    latest_checkpoint,
+    load_training_state,
+    save_checkpoint,
+    seed_everything,
+    setup_distributed,
+    wrap_ddp,
+)
+
+log = logging.getLogger(__name__)
+
+
+def syncnet_loss(vision: torch.Tensor, audio: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean BCE loss, scores) for unit embeddings (B, D) and labels (B,) in {0, 1}; computed in fp32.
+
+    The score is the cosine similarity, clamped to [0, 1] only against rounding (both embeddings are >= 0).
+    """
+    scores = (vision.float() * audio.float()).sum(dim=1).clamp(0.0, 1.0)
+    with torch.autocast(vision.device.type, enabled=False):  # BCE is not autocast-safe in fp16
+        loss = F.binary_cross_entropy(scores, labels.float())
+    return loss, scores
+
+
+def train_syncnet(config_path: str | os.PathLike | Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Path:
+    """Train StableSyncNet as the config (plus dotted overrides, see `apply_overrides`) says; returns the output folder.
+
+    Runs in one process, or as one rank of a torchrun job (DDP: NCCL on CUDA, gloo on CPU).
+    """
+    config = apply_overrides(load_config(config_path), overrides)
+    _check_config(config)
+    dist = setup_distributed(config["run"].get("device"))
+    try:
+        return _train(config, dist)
+    finally:
+        cleanup_distributed()
+
+
+def _train(config: dict[str, Any], dist: DistInfo) -> Path:
+    data, run, opt, ckpt = config["data"], config["run"], config["optimizer"], config.get("ckpt", {})
+    output_dir = Path(data.get("train_output_dir") or "debug/syncnet")
+    seed = int(run.get("seed", 42))
+    batch_size, accumulation = int(data["batch_size"]), int(data.get("gradient_accumulation_steps", 1))
+    max_steps = int(run["max_train_steps"])
+    validation_steps = int(run.get("validation_steps", 2500))
+    save_steps = int(ckpt.get("save_ckpt_steps", 2500))
+    log_steps = int(run.get("log_steps", 10))
+
+    # Model and optimiser; every rank starts from the same weights (DDP also broadcasts rank 0's).
+    seed_everything(seed)
+    model = load_syncnet(config, ckpt.get("resume_ckpt_path") or None, device=dist.device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=float(opt["lr"]))
+    autocast, scaler = autocast_and_scaler(
+        dist.device, bool(run.get("mixed_precision_training", False)), run.get("mixed_precision_dtype", "auto")
+    )
+    step = 0
+    resume_from = latest_checkpoint(output_dir) if run.get("resume") else None
+    if resume_from is not None:
+        step = load_training_state(resume_from, model, optimizer, scaler)
+        log.info("resuming from %s (step %d)", resume_from, step)
+    elif run.get("resume"):
+        log.info("no checkpoint in %s yet: starting from step 0", output_dir)
+    seed_everything(seed, dist.rank)
+    ddp_model = wrap_ddp(model, dist)
+
+    # Data: an endless, resumable stream of samples; validation on held-out clips, or on the training clips.
+    cache_dir = data.get("audio_mel_cache_dir") or output_dir / "cache"
+    frames_args = dict(resolution=int(data["resolution"]), num_frames=int(data["num_frames"]),
+                       lower_half=bool(data.get("lower_half", True)), cache_dir=cache_dir)
+    train_clips = read_fileslist(data.get("train_fileslist") or None, data.get("train_data_dir") or None)
+    if data.get("val_fileslist") or data.get("val_data_dir"):
+        val_clips = read_fileslist(data.get("val_fileslist") or None, data.get("val_data_dir") or None)
+    else:
+        log.warning("no validation clips given (data.val_fileslist / val_data_dir): validating on training clips")
+        val_clips = train_clips
+    train_set = SyncNetDataset(train_clips, seed=seed, samples_per_clip=data.get("samples_per_clip"), **frames_args)
+    val_set = SyncNetDataset(val_clips, seed=seed + 1, **frames_args)
+    val_ids = list(range(dist.rank, int(data.get("num_val_samples", 2048)), dist.world_size))
+    sampler = TrainSampler(len(train_set), batch_size, seed, dist, start_step=step * accumulation)
+    workers = int(data.get("num_workers", 0))
+    loader_args = dict(batch_size=batch_size, num_workers=workers, pin_memory=dist.device.type == "cuda")
+    batches = iter(DataLoader(train_set, sampler=sampler, persistent_workers=workers > 0, **loader_args))
+    metrics = MetricsLog(output_dir, start_step=step)
+    if dist.is_main:
+        log.info("%d training clips, %d validation clips; step %d of %d", len(train_clips), len(val_clips), step, max_steps)
+
+    totals = torch.zeros(3, device=dist.device)  # loss sum, correct, samples since the last log line
+    started, first_step = time.time(), step
+    while step < max_steps:
+        for micro in range(accumulation):
+            batch = next(batches)
+            frames, mel = batch["frames"].to(dist.device), batch["mel"].to(dist.device)
+            labels = batch["label"].to(dist.device)
+            # DDP averages gradients over ranks only on the last micro-batch of a step.
+            last = micro == accumulation - 1 or dist.world_size == 1
+            with ddp_model.no_sync() if not last else contextlib.nullcontext():
+                with autocast():
+                    vision, audio = ddp_model(frames, mel)
+                loss, scores = syncnet_loss(vision, audio, labels)
+                (scaler.scale(loss / accumulation) if scaler else loss / accumulation).backward()
+            totals += _tally(loss.detach(), scores, labels)
+        _optimizer_step(model, optimizer, scaler, float(opt.get("max_grad_norm", 1.0)))
+        step += 1
+
+        if step % log_steps == 0 or step == max_steps:
+            loss_sum, correct, count = all_reduce_sum(totals).tolist()
+            metrics.log(step, train_loss=loss_sum / count, train_acc=correct / count)
+            if dist.is_main:
+                rate = (step - first_step) / max(time.time() - started, 1e-9)
+                log.info("step %d: train loss %.4f, acc %.3f (%.2f steps/s)", step, loss_sum / count, correct / count, rate)
+            totals.zero_()
+        if step % validation_steps == 0 or step == max_steps:
+            val_loss, val_acc = _validate(model, val_set, val_ids, loader_args, autocast, dist)
+            metrics.log(step, val_loss=val_loss, val_acc=val_acc)
+            metrics.plot()
+            if dist.is_main:
+                log.info("step %d: validation loss %.4f, accuracy %.3f", step, val_loss, val_acc)
+        if step % save_steps == 0 or step == max_steps:
+            save_checkpoint(output_dir, step, model, optimizer, scaler)
+    return output_dir
+
+
+def _tally(loss: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """[loss sum, correct predictions, samples] of a batch, for averaging over steps and ranks."""
+    correct = ((scores > 0.5) == (labels > 0.5)).sum()
+    return torch.stack([loss * len(labels), correct.to(loss.dtype), torch.tensor(float(len(labels)), device=loss.device)])
+
+
+def _optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler, max_grad_norm: float) -> None:
+    """Clip the gradient norm and step (through the fp16 scaler when there is one)."""
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+@torch.no_grad()
+def _validate(model: nn.Module, dataset: SyncNetDataset, ids: list[int], loader_args: dict, autocast, dist: DistInfo):
+    """(loss, accuracy) over the fixed validation samples, each rank scoring its share."""
+    model.eval()
+    totals = torch.zeros(3, device=dist.device)
+    for batch in DataLoader(dataset, sampler=ids, **loader_args):
+        labels = batch["label"].to(dist.device)
+        with autocast():
+            vision, audio = model(batch["frames"].to(dist.device), batch["mel"].to(dist.device))
+        loss, scores = syncnet_loss(vision, audio, labels)
+        totals += _tally(loss, scores, labels)
+    model.train()
+    loss_sum, correct, count = all_reduce_sum(totals).tolist()
+    return loss_sum / max(count, 1), correct / max(count, 1)
+
+
+def _check_config(config: Mapping[str, Any]) -> None:
+    """Fail early, with a hint, on a config this trainer cannot use."""
+    for section in ("model", "data", "optimizer", "run"):
+        if not isinstance(config.get(section), Mapping):
+            raise InputError(f"the config lacks its `{section}:` section", "start from configs/syncnet/syncnet_16_pixel_attn.yaml")
+    data, run = config["data"], config["run"]
+    missing = [f"data.{k}" for k in ("batch_size", "num_frames", "resolution") if k not in data]
+    missing += [f"run.{k}" for k in ("max_train_steps",) if k not in run]
+    missing += [f"optimizer.{k}" for k in ("lr",) if k not in config["optimizer"]]
+    if missing:
+        raise InputError(f"the config lacks {', '.join(missing)}", "use the published SyncNet config layout")
+    if data.get("latent_space"):
+        raise InputError(
+            "latent-space SyncNet training (data.latent_space: true) is not supported",
+            "use a pixel-space config such as configs/syncnet/syncnet_16_pixel_attn.yaml",
+        )
+    channels = config["model"].get("visual_encoder", {}).get("in_channels")
+    if channels != 3 * int(data["num_frames"]):
+        raise InputError(
+            f"model.visual_encoder.in_channels is {channels}, but {data['num_frames']} RGB frames give {3 * int(data['num_frames'])}",
+            "make data.num_frames and the visual encoder's in_channels agree",
+        )
+    for key in ("validation_steps", "max_train_steps", "log_steps"):
+        if key in run and int(run[key]) < 1:
+            raise InputError(f"run.{key} must be at least 1, got {run[key]}")

@@ -1,0 +1,478 @@
+"""U-Net training, stages 1 and 2 (SPEC 10), driven by the published configs (`configs/unet/stage*.yaml`).
+
+    train_unet("stage2.yaml", {"data.train_data_dir": "clips/", "data.train_output_dir": "runs/s2"})
+    latentsync train-unet --config stage2.yaml --data-dir clips/ --output-dir runs/s2   (one process)
+    torchrun --nproc_per_node 8 -m latentsync.cli train-unet --config stage2.yaml ...   (DDP, one GPU each)
+
+Every step: encode ground-truth, masked and reference frames with the frozen VAE; add mixed noise at a uniform
+timestep; the U-Net predicts the noise (epsilon target). Stage 1 (`run.pixel_space_supervise: false`) trains on
+the noise MSE alone. Stage 2 also decodes the one-step clean-latent estimate and adds SyncNet, LPIPS (lower
+halves) and TREPA losses, each weighted by the config's `run:` section; as in the published trainer, the MSE
+term stays on the predicted noise. Only parameters whose names contain one of `run.trainable_modules` train.
+
+Config sections read: `data:`, `ckpt:`, `run:`, `optimizer:`, `model:` (as published) and an optional `weights:`
+section saying where the other models come from (default: the published `checkpoints/` layout through
+`latentsync.weights.resolve`, downloaded when missing unless `offline`):
+
+    weights:
+      dir: checkpoints        # checkpoint folder for weights.resolve (default: the caches)
+      version: "1.5"          # which release's files (default: 1.5 at 256 px, 1.6 at 512 px)
+      offline: false
+      whisper: path/tiny.pt   # any entry may name a file instead: whisper, vae (a diffusers folder),
+      vae: path/sd-vae-ft-mse #   syncnet, vgg16, lpips, videomae
+      lpips_stages: [[64, 64], ...]          # test-size models only: VGG stage widths,
+      videomae_config: {embed_dim: 1408, ...} #   VideoMAE sizes
+
+Keys this project adds to `run:`: `resume` (continue from the newest checkpoint in the output folder),
+`log_steps` (metrics averaged over this many steps, default 10), `mixed_precision_dtype` (auto | bf16 | fp16),
+`validation` (default true: a video through the inference pipeline at every checkpoint), `zero_optimizer`
+(ZeRO-1 under torchrun: the AdamW state is sharded over the ranks) and `device`.
+
+A new run starts from `ckpt.resume_ckpt_path` ("" = random weights; tensors that do not fit, e.g. the motion
+modules a stage-1 U-Net lacks, keep their initialisation) at step 0. Outputs in `data.train_output_dir`:
+`config.yaml` (pass it to `latentsync infer --unet-config` with a checkpoint), `checkpoints/checkpoint-<step>.pt`,
+`metrics.jsonl`, `metrics.png`, `val_videos/`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from einops import rearrange
+from torch.distributed.optim import ZeroRedundancyOptimizer
+from torch.utils.data import DataLoader
+
+from .. import weights as published
+from ..audio import WhisperFeatures
+from ..checkpoint import load_state_dict
+from ..config import load_config
+from ..data import UNetDataset, read_fileslist
+from ..errors import CheckpointError, InputError, MissingWeightsError
+from ..fileio import atomic_path
+from ..models import load_scheduler, load_syncnet, load_unet, load_vae
+from ..models.lpips import VGG16_STAGES, load_lpips
+from ..models.unet import LatentSyncUNet
+from ..models.vae import decode_latents, encode_latents
+from ..models.videomae import VideoMAEConfig, load_videomae
+from ..pipeline.mask import load_mouth_mask
+from .common import (
+    DistInfo,
+    MetricsLog,
+    TrainSampler,
+    all_reduce_sum,
+    apply_overrides,
+    autocast_and_scaler,
+    barrier,
+    cleanup_distributed,
+    latest_checkpoint,
+    load_training_state,
+    save_checkpoint,
+    seed_everything,
+    setup_distributed,
+    unwrap_model,
+    wrap_ddp,
+)
+from .losses import TREPALoss, frame_noise, lpips_loss, predicted_x0, sync_loss
+
+log = logging.getLogger(__name__)
+
+LOSS_TERMS = {"recon_loss": "recon_loss_weight", "sync_loss": "sync_loss_weight",
+              "lpips_loss": "perceptual_loss_weight", "trepa_loss": "trepa_loss_weight"}  # fmt: skip
+DEMO_VIDEO, DEMO_AUDIO = "assets/demo/demo_video.mp4", "assets/demo/demo_speech.flac"  # inside the package
+
+
+def train_unet(config_path: str | os.PathLike | Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Path:
+    """Train the U-Net as the config says; returns the output folder. Runs as one process or under torchrun.
+
+    `overrides`: dotted entries replacing the config's, e.g. {"data.train_data_dir": "clips/", "run.resume": True};
+    a whole section may be replaced too ({"model": {...}}).
+    """
+    cfg = load_training_config(config_path, overrides)
+    dist = setup_distributed((cfg.get("run") or {}).get("device"))
+    try:
+        return _train(cfg, dist)
+    finally:
+        cleanup_distributed()
+
+
+def _train(cfg: dict[str, Any], dist: DistInfo) -> Path:
+    data, ckpt, run, opt = (cfg.get(name) or {} for name in ("data", "ckpt", "run", "optimizer"))
+    device, seed = dist.device, int(run.get("seed", 0))
+    resolution, num_frames = int(data["resolution"]), int(data.get("num_frames", 16))
+    batch_size = int(data.get("batch_size", 1))
+    output_dir = Path(data["train_output_dir"]).expanduser()
+    files = WeightFiles(cfg.get("weights") or {}, resolution)
+    checkpointing = bool(run.get("enable_gradient_checkpointing", False))
+    amp = bool(run.get("mixed_precision_training", False))
+    autocast, scaler = autocast_and_scaler(device, amp, run.get("mixed_precision_dtype", "auto"))
+    frozen_dtype = getattr(autocast(), "fast_dtype", torch.float32)  # frozen models are stored in the autocast dtype
+    loss_weights = stage_loss_weights(run)
+
+    # ---- every input is located (weights fetched) before any model is built: mistakes fail in seconds ----
+    resume = latest_checkpoint(output_dir) if run.get("resume", False) else None
+    init = (ckpt.get("resume_ckpt_path") or None) if resume is None else None  # "" means random weights
+    wanted = {"vae": None, "whisper": None} | ({"unet": init} if init else {})
+    syncnet_config = None
+    if loss_weights["sync_loss"]:
+        syncnet_config = syncnet_config_for(data)
+        wanted["syncnet"] = (syncnet_config.get("ckpt") or {}).get("inference_ckpt_path")
+    if loss_weights["lpips_loss"]:
+        wanted |= {"vgg16": None, "lpips": None}
+    if loss_weights["trepa_loss"]:
+        wanted["videomae"] = None
+    if not dist.is_main:
+        barrier()  # rank 0 fetches missing weights first; the others then find them on disk
+    paths = files.locate(wanted)
+    if dist.is_main:
+        barrier()
+    clips = read_fileslist(data.get("train_fileslist") or None, data.get("train_data_dir") or None)
+    cache_dir = Path(data.get("audio_embeds_cache_dir") or output_dir / "audio_cache")
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the audio feature cache {cache_dir}: {exc}",
+                         "set data.audio_embeds_cache_dir to a writable folder") from exc
+
+    # ---- the U-Net: resumed from the output folder, or started from the configured weights ----
+    seed_everything(seed)  # the same initial weights on every rank
+    unet = load_unet(cfg["model"], device=device).train()
+    if "unet" in paths:
+        load_initial_weights(unet, paths["unet"])
+    trainable = select_trainable(unet, run.get("trainable_modules"))
+    if checkpointing:
+        unet.enable_gradient_checkpointing()
+    lr = float(opt.get("lr", 1e-5)) * (dist.world_size if opt.get("scale_lr", False) else 1)
+    warmup = max(1, int(opt.get("lr_warmup_steps", 0)))  # linear warm-up, then constant (the published schedule)
+    if opt.get("lr_scheduler", "constant") not in ("constant", "constant_with_warmup"):
+        raise InputError(f"optimizer.lr_scheduler {opt['lr_scheduler']!r} is not supported",
+                         'use "constant" (with optimizer.lr_warmup_steps for a linear warm-up)')
+    if run.get("zero_optimizer", False) and dist.world_size > 1:
+        # ZeRO-1: each rank keeps the AdamW state of its share of the parameters only (stage 1 trains all 1.27 B).
+        optimizer = ZeroRedundancyOptimizer(trainable, optimizer_class=torch.optim.AdamW, lr=lr)
+    else:
+        optimizer = torch.optim.AdamW(trainable, lr=lr)
+    step = load_training_state(resume, unet, optimizer, scaler) if resume is not None else 0
+    if dist.is_main:
+        count = sum(p.numel() for p in trainable) / 1e6, sum(p.numel() for p in unet.parameters()) / 1e6
+        start = f"resuming {resume}" if resume else f"starting from {init or 'random weights'}"
+        log.info("U-Net: %.1f M of %.1f M parameters trainable; %s", *count, start)
+
+    # ---- frozen models: VAE, Whisper, and the stage-2 critics whose loss weight is not 0 ----
+    vae = load_vae(paths["vae"], device=device, dtype=frozen_dtype, offline=files.offline)
+    whisper = WhisperFeatures(paths["whisper"], device="cpu")  # runs in the DataLoader workers; results are cached
+    if whisper.width != unet.config.cross_attention_dim:
+        raise InputError(
+            f"Whisper features are {whisper.width} wide, the U-Net attends to {unet.config.cross_attention_dim}",
+            "use the Whisper checkpoint that matches model.cross_attention_dim",
+        )
+    syncnet = lpips = trepa = None
+    if "syncnet" in paths:
+        syncnet = load_syncnet(syncnet_config, paths["syncnet"], device=device, dtype=frozen_dtype)
+    if "lpips" in paths:  # kept in float32, as published
+        lpips = load_lpips(paths["vgg16"], paths["lpips"], files.lpips_stages, device=device)
+    if "videomae" in paths:
+        trepa = TREPALoss(load_videomae(paths["videomae"], files.videomae_config, device=device, dtype=frozen_dtype))
+    if checkpointing:  # the pixel losses back-propagate through these frozen models too
+        for model in (vae, syncnet, trepa.videomae if trepa else None):
+            if model is not None:
+                model.enable_gradient_checkpointing()
+    pixel_space = any(m is not None for m in (syncnet, lpips, trepa))  # stage 2: decode the clean-latent estimate
+    syncnet_data = (syncnet_config or {}).get("data") or {}
+    sync_options = dict(resolution=syncnet_data.get("resolution"), use_lower_half=syncnet_data.get("lower_half", True))
+    scheduler = load_scheduler()
+    alphas_cumprod = scheduler.alphas_cumprod.to(device)
+    mask = load_training_mask(data.get("mask_image_path"), resolution)
+    latent_size = (resolution // 8, resolution // 8)
+    mask_latent = F.interpolate(torch.from_numpy(mask).to(device)[None, None], size=latent_size, mode="nearest")
+    noise_alpha = float(run.get("mixed_noise_alpha", 1.0)) if run.get("use_mixed_noise", True) else None
+
+    # ---- data: an endless, resumable sample order ----
+    dataset = UNetDataset(clips, whisper, resolution, num_frames, mask=mask, cache_dir=cache_dir, seed=seed)
+    sampler = TrainSampler(len(dataset), batch_size, seed, dist, start_step=step)
+    workers = int(data.get("num_workers", 0))
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                        pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+    max_steps = int(run.get("max_train_steps", -1))
+    if max_steps < 0:
+        max_steps = int(run["max_train_epochs"]) * math.ceil(len(dataset) / (batch_size * dist.world_size))
+    save_every, log_every = int(ckpt.get("save_ckpt_steps", 1000)), int(run.get("log_steps", 10))
+    if dist.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(output_dir / "config.yaml") as tmp:
+            tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    metrics = MetricsLog(output_dir, start_step=step)
+    validate = Validator(cfg, files, vae, whisper, mask, output_dir, autocast) if run.get("validation", True) else None
+    model = wrap_ddp(unet, dist)
+    window = torch.zeros(len(LOSS_TERMS) + 2, device=device)  # sums since the last log line: steps, loss, terms
+
+    # ---- the loop ----
+    for batch in loader:
+        if step >= max_steps:
+            break
+        frames = batch["frames"].to(device)  # (B, F, 3, R, R) in [-1, 1]
+        with torch.no_grad():
+            latents = frames_to_latents(vae, frames)
+            masked_latents = frames_to_latents(vae, batch["masked_frames"].to(device))
+            ref_latents = frames_to_latents(vae, batch["ref_frames"].to(device))
+        b, _, f, h, w = latents.shape
+        condition = torch.cat([mask_latent.expand(b, 1, f, h, w), masked_latents, ref_latents], dim=1)
+
+        # Noise and timesteps depend only on (seed, rank, step): a resumed run draws what an uninterrupted one would.
+        generator = torch.Generator(device).manual_seed(step_seed(seed, dist.rank, step))
+        timesteps = torch.randint(0, len(alphas_cumprod), (b,), device=device, generator=generator)
+        noise = frame_noise(latents, noise_alpha, generator)
+        noisy = scheduler.add_noise(latents, noise, timesteps)
+        with autocast():
+            noise_pred = model(torch.cat([noisy, condition], dim=1), timesteps, batch["audio_windows"].to(device))
+
+        terms = {"recon_loss": F.mse_loss(noise_pred.float(), noise)}
+        if pixel_space:
+            clean = predicted_x0(noisy, noise_pred, alphas_cumprod[timesteps])
+            decoded = decode_latents(vae, rearrange(clean, "b c f h w -> (b f) c h w")).float()
+            decoded = rearrange(decoded, "(b f) c h w -> b f c h w", b=b)
+            if syncnet is not None:
+                terms["sync_loss"] = sync_loss(syncnet, decoded, batch["mel"].to(device), **sync_options)
+            if lpips is not None:
+                terms["lpips_loss"] = lpips_loss(lpips, decoded, frames)
+            if trepa is not None:
+                terms["trepa_loss"] = trepa(decoded, frames)
+        loss = sum(loss_weights[name] * value for name, value in terms.items())
+
+        for group in optimizer.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / warmup)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)  # clip the true gradients
+        else:
+            loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, float(opt.get("max_grad_norm", 1.0)))
+        if scaler is not None:
+            scaler.step(optimizer)  # skipped when the fp16 gradients overflowed
+            scaler.update()
+        else:
+            optimizer.step()
+        step += 1
+
+        zero = torch.zeros_like(loss)
+        window += torch.stack([zero + 1, loss, *(terms.get(t, zero) for t in LOSS_TERMS)]).detach()
+        if step % log_every == 0 or step == max_steps:
+            count, total, *term_sums = all_reduce_sum(window).tolist()
+            values = {"train_loss": total / count} | {t: v / count for t, v in zip(LOSS_TERMS, term_sums) if t in terms}
+            metrics.log(step, **values, grad_norm=float(grad_norm), lr=optimizer.param_groups[0]["lr"])
+            if dist.is_main:
+                log.info("step %d/%d: %s", step, max_steps, ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+            window.zero_()
+        if step % save_every == 0 or step == max_steps:
+            if isinstance(optimizer, ZeroRedundancyOptimizer):
+                optimizer.consolidate_state_dict(to=0)  # every rank takes part; rank 0 writes the whole state
+            save_checkpoint(output_dir, step, unet, optimizer, scaler)
+            metrics.plot()
+            if validate is not None:
+                validate(unet, step, is_main=dist.is_main)
+    return output_dir
+
+
+# ---- helpers, in the order the loop uses them ----
+
+
+def stage_loss_weights(run: Mapping[str, Any]) -> dict[str, float]:
+    """Weight of each loss term from the `run:` section; the pixel-space terms are 0 unless
+    `pixel_space_supervise` (stage 2), the SyncNet term also unless `use_syncnet`."""
+    weights = {term: float(run.get(key, 0.0)) for term, key in LOSS_TERMS.items()}
+    pixel_space = bool(run.get("pixel_space_supervise", False))
+    if run.get("use_syncnet", False) and not pixel_space:
+        raise InputError("run.use_syncnet needs run.pixel_space_supervise", "the latent-space SyncNet is not supported")
+    if not (pixel_space and run.get("use_syncnet", False)):
+        weights["sync_loss"] = 0.0
+    if not pixel_space:
+        weights["lpips_loss"] = weights["trepa_loss"] = 0.0
+    return weights
+
+
+def load_training_config(
+    source: str | os.PathLike | Mapping[str, Any], overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The config as a dict with dotted `overrides` applied (see `common.apply_overrides`), checked."""
+    cfg = _plain(apply_overrides(load_config(source), overrides))
+    hint = "start from latentsync/configs/unet/stage*.yaml"
+    for section in ("data", "model"):
+        if not isinstance(cfg.get(section), Mapping):
+            raise InputError(f"the training config has no `{section}:` section", hint)
+    for key in ("resolution", "train_output_dir"):
+        if key not in cfg["data"]:
+            raise InputError(f"the training config lacks data.{key}", hint)
+    return cfg
+
+
+def _plain(value: Any) -> Any:
+    """The config with paths as strings, so that it can be written back as YAML."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
+class WeightFiles:
+    """Where each model's weights come from: a path in the config's `weights:` section, else the published layout."""
+
+    def __init__(self, section: Mapping[str, Any], resolution: int):
+        self.section = section
+        self.dir = section.get("dir")
+        self.version = str(section.get("version") or ("1.6" if resolution >= 512 else "1.5"))
+        self.offline = bool(section.get("offline", False))
+        self.lpips_stages = [list(s) for s in section.get("lpips_stages", VGG16_STAGES)]
+        self.videomae_config = VideoMAEConfig(**section.get("videomae_config", {}))
+
+    def locate(self, wanted: Mapping[str, str | os.PathLike | None]) -> dict[str, Path]:
+        """Paths of the wanted components ({component: the path the config gives elsewhere, or None}).
+
+        The `weights:` entry, else the given path, is used as is when it exists. The others come from the published
+        layout through `latentsync.weights.resolve`, in one call, so that every missing file is named in one error;
+        a configured path that does not exist must name the published file (e.g. checkpoints/latentsync_unet.pt).
+        """
+        found, published_components = {}, []
+        for component, given in wanted.items():
+            given = self.section.get(component) or given
+            path = Path(given).expanduser() if given else None
+            if path is not None and path.exists():
+                found[component] = path
+            elif path is not None and not path.as_posix().endswith(_local_name(component)):
+                raise MissingWeightsError(f"{component} weights not found: {path}", "fix the path in the config")
+            else:
+                published_components.append(component)
+        if published_components:
+            files = published.resolve(published_components, self.version, self.dir, self.offline)
+            found.update({c: files[_local_name(c)] for c in published_components})
+        return found
+
+
+def _local_name(component: str) -> str:
+    """The key of a component's file (the VAE: its folder) in `latentsync.weights.resolve`'s answer."""
+    return "sd-vae-ft-mse" if component == "vae" else published.COMPONENTS[component][0].local
+
+
+def load_initial_weights(unet: LatentSyncUNet, path: Path) -> None:
+    """Copy every tensor of `path` that fits the U-Net by name and shape; the others keep their initialisation.
+
+    As published (non-strict): a stage-1 checkpoint has no motion modules for stage 2, and a published 1.5/1.6
+    U-Net has motion modules a stage-1 config does not build.
+    """
+    state = load_state_dict(path)
+    own = unet.state_dict()
+    fitting = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    if not fitting:
+        raise CheckpointError(f"no tensor of {path} fits the U-Net", "check that it is a LatentSync U-Net checkpoint")
+    unet.load_state_dict(fitting, strict=False)
+    kept, ignored = len(own) - len(fitting), len(state) - len(fitting)
+    log.info("initial weights %s: %d tensors loaded, %d keep their initialisation, %d ignored",
+             path, len(fitting), kept, ignored)
+
+
+def select_trainable(unet: torch.nn.Module, patterns: list[str] | None) -> list[torch.nn.Parameter]:
+    """Freeze every parameter whose name contains none of `patterns` (None: train everything); the trainable ones."""
+    for name, param in unet.named_parameters():
+        param.requires_grad_(patterns is None or any(p in name for p in patterns))
+    trainable = [p for p in unet.parameters() if p.requires_grad]
+    if not trainable:
+        raise InputError(f"run.trainable_modules {patterns} matches no U-Net parameter",
+                         'e.g. ["motion_modules.", "attentions."]')
+    return trainable
+
+
+def packaged_or_path(path: str | os.PathLike) -> Path | None:
+    """`path` if it exists, else the same relative path inside the package (the published configs name
+    `configs/...` relative to the repository), else None."""
+    if Path(path).expanduser().exists():
+        return Path(path).expanduser()
+    inside = Path(str(resources.files("latentsync").joinpath(str(path))))
+    return inside if inside.exists() else None
+
+
+def syncnet_config_for(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The SyncNet config named by `data.syncnet_config_path` (published configs name it relative to the repository,
+    i.e. inside this package). Its `data:` gives the SyncNet's resolution and lower_half, its `ckpt:` the weights."""
+    given = data.get("syncnet_config_path", "configs/syncnet/syncnet_16_pixel_attn.yaml")
+    config_path = packaged_or_path(given)
+    if config_path is None:
+        raise InputError(f"SyncNet config not found: {given}", "set data.syncnet_config_path")
+    return load_config(config_path)
+
+
+def load_training_mask(path: str | None, resolution: int) -> np.ndarray:
+    """The mouth mask at `resolution`: the configured image, or the packaged (published) one when it is missing."""
+    if path and Path(path).expanduser().is_file():
+        return load_mouth_mask(resolution, str(Path(path).expanduser()))
+    if path:
+        log.warning("mask image %s not found; using the packaged mask (the published mask.png)", path)
+    return load_mouth_mask(resolution)
+
+
+def frames_to_latents(vae: torch.nn.Module, frames: torch.Tensor) -> torch.Tensor:
+    """(B, F, 3, R, R) in [-1, 1] -> scaled latents (B, 4, F, R/8, R/8) in float32 (posterior mean, as at inference)."""
+    latents = encode_latents(vae, frames.flatten(0, 1)).float()
+    return rearrange(latents, "(b f) c h w -> b c f h w", b=frames.shape[0])
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
+
+
+class Validator:
+    """Lip-syncs the validation clip with the current U-Net through the inference pipeline (main process only)."""
+
+    def __init__(
+        self, cfg: Mapping[str, Any], files: WeightFiles, vae, whisper, mask: np.ndarray, output_dir: Path, autocast
+    ):
+        data, run = cfg["data"], cfg.get("run") or {}
+        self.video = self._clip(data.get("val_video_path"), DEMO_VIDEO)
+        self.audio = self._clip(data.get("val_audio_path"), DEMO_AUDIO)
+        self.files, self.vae, self.whisper, self.mask, self.autocast = files, vae, whisper, mask, autocast
+        self.resolution = int(data["resolution"])
+        self.steps, self.guidance = int(run.get("inference_steps", 20)), float(run.get("guidance_scale", 1.5))
+        self.seed = int(run.get("seed", 0))
+        self.folder = output_dir / "val_videos"
+        self.detector = None  # built at the first validation
+
+    @staticmethod
+    def _clip(path: str | None, demo: str) -> Path:
+        found = packaged_or_path(path) if path else None
+        if found is None:
+            found = packaged_or_path(demo)
+            log.warning("validation file %s not found; validating on the packaged demo %s", path, found.name)
+        return found
+
+    def __call__(self, unet: LatentSyncUNet, step: int, is_main: bool) -> None:
+        """Write `val_videos/val_video_<step>.mp4`; a failure is logged, never ends the training run."""
+        if is_main:
+            output = self.folder / f"val_video_{step}.mp4"
+            try:
+                with torch.no_grad(), self.autocast():
+                    self._pipeline(unet)(self.video, self.audio, output, num_inference_steps=self.steps,
+                                         guidance_scale=self.guidance, seed=self.seed, progress=False)
+                log.info("validation video: %s", output)
+            except Exception:  # noqa: BLE001  (a broken validation must not cost the training run)
+                log.exception("validation at step %d failed; training goes on", step)
+            finally:
+                unet.train()  # the pipeline switches the U-Net to eval mode
+        barrier()
+
+    def _pipeline(self, unet: LatentSyncUNet):
+        from ..face import create_detector  # only validation needs faces and the video pipeline
+        from ..pipeline import LipSyncPipeline
+
+        if self.detector is None:
+            self.detector = create_detector("auto", checkpoint_dir=self.files.dir, offline=True)
+        return LipSyncPipeline(unet=unwrap_model(unet), vae=self.vae, scheduler=load_scheduler(),
+                               resolution=self.resolution, mask=self.mask, audio_encoder=self.whisper,
+                               face_detector=self.detector)

@@ -1,0 +1,238 @@
+"""SyncNet training on prepared clips: learning happens, metrics / chart / checkpoints, exact resume, 2-process
+DDP on CPU; and the shared training infrastructure (sampler, overrides, metrics log, checkpoints)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from conftest import MEDIA
+from latentsync.checkpoint import load_state_dict
+from latentsync.cli import train_cmds
+from latentsync.data.prepare import PrepareSettings, prepare_dataset
+from latentsync.errors import InputError
+from latentsync.models.syncnet import load_syncnet
+from latentsync.training.common import (
+    DistInfo,
+    MetricsLog,
+    TrainSampler,
+    apply_overrides,
+    autocast_and_scaler,
+    latest_checkpoint,
+)
+from latentsync.training.syncnet import train_syncnet
+
+torch.set_num_threads(1)
+
+
+def small_config(clips_list, output_dir, **data) -> dict:
+    """A small StableSyncNet (1.1 M parameters) on 32 x 32 faces, lower half (48 x 16 x 32)."""
+    return {
+        "model": {
+            "audio_encoder": {  # (1, 80, 52) -> 1 x 1
+                "in_channels": 1,
+                "block_out_channels": [32, 32, 64, 64, 128, 256],
+                "downsample_factors": [[2, 1], 2, 2, 2, 2, [2, 3]],
+                "attn_blocks": [0, 0, 0, 0, 0, 0],
+                "dropout": 0.0,
+            },
+            "visual_encoder": {  # (48, 16, 32) -> 1 x 1; 256 channels: 8 per GroupNorm group on the 1 x 1 map
+                "in_channels": 48,
+                "block_out_channels": [32, 64, 64, 128, 256],
+                "downsample_factors": [[1, 2], 2, 2, 2, 2],
+                "attn_blocks": [0, 0, 0, 0, 0],
+                "dropout": 0.0,
+            },
+        },
+        "ckpt": {"resume_ckpt_path": "", "save_ckpt_steps": 20},
+        "data": {
+            "train_output_dir": str(output_dir),
+            "train_fileslist": str(clips_list),
+            "train_data_dir": "",
+            "num_val_samples": 16,
+            "batch_size": 16,
+            "gradient_accumulation_steps": 1,
+            "num_workers": 0,
+            "latent_space": False,
+            "num_frames": 16,
+            "resolution": 32,
+            "lower_half": True,
+            "audio_mel_cache_dir": str(output_dir.parent / "cache"),
+            **data,
+        },
+        "optimizer": {"lr": 1e-3, "max_grad_norm": 1.0},
+        "run": {"max_train_steps": 40, "validation_steps": 20, "mixed_precision_training": True, "seed": 42, "log_steps": 5},
+    }
+
+
+@pytest.fixture(scope="module")
+def clips_list(tmp_path_factory):
+    """The three 6 s demo videos prepared at 64 px (the datasets shrink them to 32 px)."""
+    root = tmp_path_factory.mktemp("syncnet_data")
+    (root / "raw").mkdir()
+    for i in (1, 2, 3):
+        shutil.copy(MEDIA / f"demo{i}_6s.mp4", root / "raw" / f"demo{i}.mp4")
+    report = prepare_dataset(root / "raw", root / "clips", PrepareSettings(64, face_backend="mediapipe"))
+    return report.fileslist
+
+
+@pytest.fixture(scope="module")
+def trained(clips_list, tmp_path_factory):
+    """40 steps on a fixed set of 8 samples per clip (24 in all): enough to learn them by heart."""
+    output = tmp_path_factory.mktemp("syncnet_run") / "out"
+    config = small_config(clips_list, output, samples_per_clip=8)
+    train_syncnet(config)
+    return config, output
+
+
+def test_learning_happens(trained):
+    _, output = trained
+    records = [r for r in MetricsLog(output).records() if "train_loss" in r]
+    first, last = records[0], records[-1]
+    print(f"syncnet training: loss {first['train_loss']:.3f} -> {last['train_loss']:.3f}, "
+          f"accuracy {first['train_acc']:.2f} -> {last['train_acc']:.2f} in {last['step']} steps")
+    assert last["train_loss"] < 0.6 < first["train_loss"] + 0.05  # chance is 0.69
+    assert last["train_acc"] > 0.75
+
+
+def test_metrics_and_chart(trained):
+    _, output = trained
+    records = MetricsLog(output).records()
+    assert [r["step"] for r in records if "train_loss" in r] == list(range(5, 41, 5))
+    validation = [r for r in records if "val_loss" in r]
+    assert [r["step"] for r in validation] == [20, 40]
+    assert all(0 <= r["val_acc"] <= 1 and r["val_loss"] > 0 for r in validation)
+    assert (output / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_checkpoints_load_with_load_syncnet(trained):
+    config, output = trained
+    paths = sorted((output / "checkpoints").glob("*.pt"))
+    assert [p.name for p in paths] == ["checkpoint-20.pt", "checkpoint-40.pt"]
+    content = torch.load(paths[-1], weights_only=True)
+    assert content["global_step"] == 40 and {"state_dict", "optimizer"} <= set(content)
+    model = load_syncnet(config, paths[-1])
+    assert set(model.state_dict()) == set(load_state_dict(paths[-1]))
+    assert latest_checkpoint(output) == paths[-1]
+
+
+def test_resume_continues_exactly(clips_list, tmp_path):
+    """2 steps, 'killed', resumed to 4: the same weights as 4 uninterrupted steps."""
+    tiny = dict(batch_size=4, num_val_samples=4)
+    straight = small_config(clips_list, tmp_path / "straight", **tiny)
+    straight["run"].update(max_train_steps=4, validation_steps=2, log_steps=1)
+    straight["ckpt"]["save_ckpt_steps"] = 2
+    train_syncnet(straight)
+
+    interrupted = apply_overrides(straight, {"data.train_output_dir": str(tmp_path / "resumed"), "run.max_train_steps": 2})
+    train_syncnet(interrupted)
+    (tmp_path / "resumed" / "metrics.jsonl").open("a").write('{"step": 3, "train_loss": 9.0}\n')  # lost with the kill
+    train_syncnet(apply_overrides(interrupted, {"run.max_train_steps": 4, "run.resume": True}))
+
+    a = torch.load(tmp_path / "straight" / "checkpoints" / "checkpoint-4.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "checkpoints" / "checkpoint-4.pt", weights_only=True)
+    assert b["global_step"] == 4
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][key], value, rtol=1e-5, atol=1e-6)
+    steps = [r["step"] for r in MetricsLog(tmp_path / "resumed").records() if "train_loss" in r]
+    assert steps == [1, 2, 3, 4]
+    assert MetricsLog(tmp_path / "resumed").records() == MetricsLog(tmp_path / "straight").records()
+
+
+def test_two_process_ddp_on_cpu(clips_list, tmp_path):
+    config = small_config(clips_list, tmp_path / "ddp", batch_size=2, num_val_samples=4)
+    config["run"].update(max_train_steps=2, validation_steps=2, log_steps=1)
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    launcher = tmp_path / "launch.py"  # the `latentsync train-syncnet` command, as torchrun would start it
+    launcher.write_text(
+        "import argparse, sys\n"
+        "from latentsync.cli import train_cmds\n"
+        "parser = argparse.ArgumentParser()\n"
+        "train_cmds.register(parser.add_subparsers())\n"
+        "args = parser.parse_args(sys.argv[1:])\n"
+        "args.run(args)\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(launcher), "train-syncnet", "--config", str(config_path), "--device", "cpu"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [p.name for p in (tmp_path / "ddp" / "checkpoints").iterdir()] == ["checkpoint-2.pt"]
+    records = MetricsLog(tmp_path / "ddp").records()
+    assert [r["step"] for r in records if "train_loss" in r] == [1, 2]  # one line per step: rank 0 writes
+    assert any("val_acc" in r for r in records)
+
+
+def test_cli_options_become_overrides():
+    parser = argparse.ArgumentParser()
+    train_cmds.register(parser.add_subparsers())
+    args = parser.parse_args([
+        "train-syncnet", "--config", "c.yaml", "--output-dir", "out", "--data-dir", "clips", "--max-steps", "7",
+        "--resume", "--set", "optimizer.lr=3e-4", "--set", "data.lower_half=false",
+    ])
+    assert train_cmds.training_overrides(args) == {
+        "data.train_data_dir": "clips", "data.train_fileslist": "", "data.train_output_dir": "out",
+        "run.max_train_steps": 7, "run.resume": True, "optimizer.lr": 3e-4, "data.lower_half": False,
+    }
+    with pytest.raises(InputError):
+        train_cmds.training_overrides(parser.parse_args(["train-unet", "--config", "c.yaml", "--set", "oops"]))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [({"data.latent_space": True}, "latent-space"), ({"data.num_frames": 25}, "in_channels"), ({"run.log_steps": 0}, "at least 1")],
+)
+def test_bad_configs_fail_early(tmp_path, change, message):
+    config = apply_overrides(small_config(tmp_path / "list.txt", tmp_path / "out"), change)
+    with pytest.raises(InputError, match=message):
+        train_syncnet(config)
+
+
+def test_sampler_splits_ranks_and_resumes():
+    def ids(rank, start_step=0, steps=6):
+        sampler = TrainSampler(10, 3, seed=1, dist=DistInfo(rank, 2, rank, torch.device("cpu"), rank == 0), start_step=start_step)
+        iterator = iter(sampler)
+        return [next(iterator) for _ in range(3 * steps)]
+
+    rank0, rank1 = ids(0), ids(1)
+    first_pass = sorted(i % 10 for i in (rank0[:3] + rank1[:3] + rank0[3:6] + rank1[3:6] + rank0[6:9] + rank1[6:9])[:10])
+    assert first_pass == list(range(10))  # one pass visits every clip once, split over the ranks
+    assert ids(0, start_step=4, steps=2) == rank0[12:18]  # resuming at step 4 continues the same order
+    assert max(rank0 + rank1) >= 10  # later passes use new ids (new windows)
+
+
+def test_metrics_log_drops_lines_of_a_killed_run(tmp_path):
+    log = MetricsLog(tmp_path)
+    for step in (1, 2, 3):
+        log.log(step, train_loss=1.0 / step)
+    resumed = MetricsLog(tmp_path, start_step=2)
+    assert [r["step"] for r in resumed.records()] == [1, 2]
+    assert resumed.plot().exists()
+
+
+def test_latest_checkpoint_is_numeric(tmp_path):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    for step in (9, 10, 100):
+        (folder / f"checkpoint-{step}.pt").write_bytes(b"")
+    (folder / "checkpoint-x.pt").write_bytes(b"")
+    assert latest_checkpoint(tmp_path).name == "checkpoint-100.pt"
+    assert latest_checkpoint(tmp_path / "none") is None
+
+
+def test_cpu_precision_is_fp32_unless_bf16_asked():
+    context, scaler = autocast_and_scaler("cpu", mixed_precision=True)
+    with context():
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    assert scaler is None
+    context, _ = autocast_and_scaler("cpu", mixed_precision=True, dtype="bf16")
+    with context():
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
