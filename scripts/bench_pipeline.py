@@ -26,6 +26,7 @@ import torch
 
 from latentsync.audio import SAMPLE_RATE, load_audio, save_wav
 from latentsync.media import VideoWriter, frame_schedule, read_frames
+from latentsync.memory import return_large_buffers_to_os
 from latentsync.pipeline import LipSyncPipeline
 from latentsync.testing import write_random_models
 
@@ -65,6 +66,7 @@ def main() -> None:
     ap.add_argument("--face-backend", default="mediapipe")
     ap.add_argument("--out", type=Path, default=Path("bench_pipeline.json"))
     args = ap.parse_args()
+    return_large_buffers_to_os()  # as the pipeline does, also for building the input
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

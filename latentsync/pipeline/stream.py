@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from ..audio import SAMPLE_RATE, load_audio
 from ..errors import InputError, NoFaceError
 from ..face import FaceAligner, FaceSelection, FaceTrack, track_faces
+from ..memory import return_large_buffers_to_os
 from ..media import VideoWriter, check_output_path, frame_schedule, probe_video, read_frames
 from .lipsync import CHUNK_FRAMES, LipSyncPipeline
 
@@ -112,6 +113,7 @@ def run_job(
     if pipe.audio_encoder is None or (pipe.face_detector is None and options.track is None):
         raise ValueError("whole-video runs need the pipeline's audio_encoder and face_detector (see from_pretrained)")
     job = prepare_job(video, audio, output)
+    return_large_buffers_to_os()
     report = RunReport(output=job.output, output_frames=job.num_output_frames, output_seconds=job.num_output_frames / FPS)
     timer, busy = _StageTimer(report.seconds), _StageTimer(report.busy)
 
