@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import av
@@ -11,7 +12,7 @@ import pytest
 from conftest import AUDIO, MEDIA
 from latentsync.audio import SAMPLE_RATE, load_audio, save_wav
 from latentsync.cli import main
-from latentsync.errors import NoFaceError
+from latentsync.errors import InputError, NoFaceError
 from latentsync.face import FaceTrack
 from latentsync.media import frame_schedule, read_frames
 from latentsync.pipeline import LipSyncPipeline
@@ -106,6 +107,11 @@ def test_reusing_a_track_and_returning_frames(pipe, tmp_path):
     again = pipe(video, speech, None, num_inference_steps=STEPS, seed=3, progress=False, track=tmp_path / "t.json")
     assert first.shape == (16, 640, 360, 3) and first.dtype == np.uint8
     np.testing.assert_array_equal(first, again)  # same seed, same track: the same frames
+    # A track of another video (here: too short) is refused before any generation.
+    track = FaceTrack.load(tmp_path / "t.json")
+    short = dataclasses.replace(track, **{k: getattr(track, k)[:10] for k in ("present", "interpolated", "points", "boxes")})
+    with pytest.raises(InputError, match="the face track has 10 frames, the video has 50"):
+        pipe(video, speech, None, progress=False, track=short)
 
 
 def test_a_video_without_any_face_is_a_clear_error(pipe, tmp_path):

@@ -57,6 +57,7 @@ class Job:
     wav: np.ndarray
     width: int
     height: int
+    num_video_frames: int  # at 25 fps
     num_output_frames: int
     output: Path | None
 
@@ -100,7 +101,9 @@ def prepare_job(video: str | os.PathLike, audio: str | os.PathLike, output: str 
     num_output_frames = int(len(wav) * FPS // SAMPLE_RATE)
     if num_output_frames == 0:
         raise InputError(f"the speech track {audio} is shorter than one video frame (40 ms)", "pass a longer audio file")
-    return Job(Path(video), wav, info.width, info.height, num_output_frames, Path(output) if output else None)
+    return Job(
+        Path(video), wav, info.width, info.height, info.frames_at(FPS), num_output_frames, Path(output) if output else None
+    )
 
 
 def run_job(
@@ -178,7 +181,7 @@ def _face_track(pipe: LipSyncPipeline, job: Job, options: RunOptions) -> FaceTra
     else:
         frames = (frame for _, frame in read_frames(job.video, fps=FPS))
         track = track_faces(frames, pipe.face_detector, options.selection, fps=FPS, progress=options.progress)
-    track.check(job.width, job.height)
+    track.check(job.width, job.height, job.num_video_frames)
     if options.save_track is not None:
         track.save(options.save_track)
     if not track.present.any():
