@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create (or update) the project's virtual environment in .venv and install latentsync into it.
 # TORCH_SPEC picks the PyTorch build (default: torch==2.13.0; e.g. TORCH_SPEC="torch==2.11.*" on a CUDA machine).
-# EXTRAS picks optional parts (default: dev,train; add ui for the web UI).
+# EXTRAS picks optional parts (default: dev,train).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
