@@ -20,6 +20,10 @@ and nose on the template points.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+
 import numpy as np
 
 from ..landmarks import anchors_from_mesh
@@ -28,6 +32,21 @@ from .base import Detections, FaceDetector, as_rgb_frame, box_iou
 SAME_FACE_IOU = 0.3  # boxes overlapping this much are one face
 CROP_SCALE = 2.0  # side of the crop a face is meshed in, relative to its box's larger side
 MIN_CROP = 8  # px; smaller crops hold no face
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """MediaPipe's C++ runtime writes start-up warnings straight to file descriptor 2, where they would land
+    in the middle of progress bars; Python-level redirection cannot catch them."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _extent(mesh: np.ndarray) -> np.ndarray:
@@ -45,18 +64,24 @@ class MediaPipeDetector(FaceDetector):
     name = "mediapipe"
 
     def __init__(self, max_faces: int = 4, min_confidence: float = 0.5):
-        import mediapipe  # slow import (TensorFlow Lite runtime): only when this backend is used
-
-        solutions = mediapipe.solutions
         self.max_faces = max_faces
-        self._finders = [
-            solutions.face_detection.FaceDetection(model_selection=model, min_detection_confidence=min_confidence)
-            for model in (0, 1)  # short range (faces filling much of the frame), full range (small faces)
-        ]
-        # Static mode: each crop is a new image. Two faces at most in a crop: ours and a close neighbour.
-        self._mesh = solutions.face_mesh.FaceMesh(
-            static_image_mode=True, max_num_faces=2, refine_landmarks=False, min_detection_confidence=min_confidence
-        )
+        with _native_stderr_silenced():
+            import mediapipe  # slow import (TensorFlow Lite runtime): only when this backend is used
+
+            solutions = mediapipe.solutions
+            self._finders = [
+                solutions.face_detection.FaceDetection(model_selection=model, min_detection_confidence=min_confidence)
+                for model in (0, 1)  # short range (faces filling much of the frame), full range (small faces)
+            ]
+            # Static mode: each crop is a new image. Two faces at most in a crop: ours and a close neighbour.
+            self._mesh = solutions.face_mesh.FaceMesh(
+                static_image_mode=True, max_num_faces=2, refine_landmarks=False, min_detection_confidence=min_confidence
+            )
+            # The graphs log their one-time start-up warnings on the first image...
+            blank = np.zeros((64, 64, 3), np.uint8)
+            for graph in (*self._finders, self._mesh):
+                graph.process(blank)
+        self._meshed_a_face = False  # ...and the mesh one more on its first face
         self._previous = np.zeros((0, 4))
 
     def _found_boxes(self, frame: np.ndarray) -> list[np.ndarray]:
@@ -79,7 +104,13 @@ class MediaPipeDetector(FaceDetector):
         x1, y1 = int(min(cx + half, width)), int(min(cy + half, height))
         if x1 - x0 < MIN_CROP or y1 - y0 < MIN_CROP:
             return None
-        result = self._mesh.process(np.ascontiguousarray(frame[y0:y1, x0:x1]))
+        crop = np.ascontiguousarray(frame[y0:y1, x0:x1])
+        if self._meshed_a_face:
+            result = self._mesh.process(crop)
+        else:
+            with _native_stderr_silenced():
+                result = self._mesh.process(crop)
+            self._meshed_a_face = bool(result.multi_face_landmarks)
         scale, offset = np.array([x1 - x0, y1 - y0]), np.array([x0, y0])
         meshes = [np.array([(p.x, p.y) for p in face.landmark]) * scale + offset
                   for face in result.multi_face_landmarks or []]
