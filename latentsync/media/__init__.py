@@ -1,7 +1,7 @@
 """Media I/O for the pipeline: probing and streaming video frames, the 25 fps frame schedule, and the H.264 writer."""
 
-from .timeline import frame_schedule
+from .timeline import FPS, frame_schedule
 from .video import VideoInfo, probe_video, read_frames
 from .writer import VideoWriter, check_output_path
 
-__all__ = ["VideoInfo", "VideoWriter", "check_output_path", "frame_schedule", "probe_video", "read_frames"]
+__all__ = ["FPS", "VideoInfo", "VideoWriter", "check_output_path", "frame_schedule", "probe_video", "read_frames"]

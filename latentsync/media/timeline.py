@@ -4,7 +4,7 @@ Two rules live here and nowhere else:
 - resampling to the processing rate (25 fps): output frame k, at time k / fps, shows the source frame whose
   presentation time is nearest (ties go to the earlier frame); this works unchanged for variable frame rates;
 - covering the speech track (SPEC 9): the video is cut when the speech is shorter, and played forward, backward,
-  forward... (ping-pong, without repeating the turning frames) when it is longer.
+  forward... (ping-pong, whole reversed copies as published, so each turning frame shows twice) when it is longer.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+FPS = 25.0  # the rate every stage works at: video is resampled to it, audio features are cut to it
 # Output frames whose start lies within 1% of a frame of the video's end are dropped: this absorbs timestamp
 # rounding (millisecond time bases), so a 2 s clip gives exactly 50 frames at 25 fps.
 _END_TOLERANCE = 0.01
