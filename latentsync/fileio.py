@@ -1,4 +1,4 @@
-"""Atomic file output: write to a temporary file beside the target, rename on success."""
+"""Files in and out: opening a user's media file for reading, and atomic output (temporary file, then rename)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+import av
+
+from .errors import InputError
 
 
 @contextlib.contextmanager
@@ -30,3 +34,19 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def open_media(path: str | os.PathLike, kind: str, hint: str) -> av.container.InputContainer:
+    """Open `path` (a `kind` file: "video", "audio") with PyAV, or raise an InputError that says what is wrong.
+
+    Tags in odd encodings are ignored: they must never stop a file whose streams are fine.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{kind} file not found: {path}", "check the path")
+    if path.is_dir():
+        raise InputError(f"expected a {kind} file, got a directory: {path}", "pass the path of a file")
+    try:
+        return av.open(str(path), metadata_errors="ignore")
+    except (av.FFmpegError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {path} as {kind}: {exc}", hint) from exc

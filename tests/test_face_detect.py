@@ -3,7 +3,6 @@ the anchor-point definitions, backend choice and bad frames."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import av
 import numpy as np

@@ -14,7 +14,7 @@ import av
 import numpy as np
 
 from ..errors import InputError
-from ..fileio import atomic_path
+from ..fileio import atomic_path, open_media
 
 SAMPLE_RATE = 16000
 
@@ -28,15 +28,7 @@ def load_audio(path: str | os.PathLike) -> np.ndarray:
     and an audio track without samples. The file is only read.
     """
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"audio file not found: {path}", "check the path")
-    if path.is_dir():
-        raise InputError(f"expected an audio or video file, got a directory: {path}", "pass the path of a file")
-    try:
-        container = av.open(str(path), metadata_errors="ignore")  # oddly encoded tags must not stop the audio
-    except av.FFmpegError as exc:
-        raise InputError(f"cannot read {path}: {exc}", _CONVERT_HINT) from exc
-    with container:
+    with open_media(path, "audio", _CONVERT_HINT) as container:
         if not container.streams.audio:
             raise InputError(f"{path} has no audio track", "pass --audio with a speech track")
         try:

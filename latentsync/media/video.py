@@ -22,6 +22,7 @@ import av
 import numpy as np
 
 from ..errors import InputError
+from ..fileio import open_media
 from .timeline import nearest_source_frames, output_frame_count
 
 _VIDEO_HINT = "pass a video file (mp4, mov, mkv, webm, avi); convert other formats with e.g. `ffmpeg -i IN out.mp4`"
@@ -123,15 +124,7 @@ def _probe(path: str | os.PathLike) -> tuple[VideoInfo, _Timeline]:
 
 def _open_video(path: str | os.PathLike) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
     """Open `path` and pick its first real video stream (cover art in audio files does not count)."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"video file not found: {path}", "check the path")
-    if path.is_dir():
-        raise InputError(f"expected a video file, got a directory: {path}", "pass the path of a video file")
-    try:
-        container = av.open(str(path))
-    except (av.FFmpegError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read {path} as a video: {exc}", _VIDEO_HINT) from exc
+    container = open_media(path, "video", _VIDEO_HINT)
     stream = next((s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic), None)
     if stream is None:
         container.close()

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..audio import SAMPLE_RATE
 from ..errors import InputError
+from ..fileio import open_media
 from ..fileio import atomic_path
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv")
@@ -288,12 +289,7 @@ class _AudioTrack:
 
     def _decode(self, path: Path) -> Iterator[np.ndarray]:
         """Open the file now (so that a bad path fails at once) and decode it lazily, as the video is written."""
-        if not path.is_file():
-            raise InputError(f"audio file not found: {path}", "check the path")
-        try:
-            self._container = av.open(str(path))
-        except (av.FFmpegError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read {path}: {exc}", "convert it to WAV, e.g. `ffmpeg -i IN out.wav`") from exc
+        self._container = open_media(path, "audio", "convert it to WAV, e.g. `ffmpeg -i IN out.wav`")
         if not self._container.streams.audio:
             self.close()
             raise InputError(f"{path} has no audio track", "pass a file with a speech track")
