@@ -26,7 +26,8 @@ from typing import Iterable
 from .errors import MissingWeightsError
 from .fileio import atomic_path
 
-VAE_REPO = "stabilityai/sd-vae-ft-mse"
+VAE_REPO = "stabilityai/sd-vae-ft-mse"  # the published VAE (its latent scaling: latentsync.models.vae)
+VAE_KEY = "sd-vae-ft-mse"  # its folder in the checkpoints/ layout, and its key in resolve()'s answer
 VAE_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
 LPIPS_VGG_URL = "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth"
 BUFFALO_L_URL = "https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip"
@@ -69,7 +70,7 @@ COMPONENTS: dict[str, tuple[WeightFile, ...]] = {
     "unet": (WeightFile("latentsync_unet.pt"),),
     "whisper": (WeightFile("whisper/tiny.pt"),),
     "syncnet": (WeightFile("stable_syncnet.pt"),),
-    "vae": tuple(WeightFile(f"sd-vae-ft-mse/{f}", repo=VAE_REPO, filename=f) for f in VAE_FILES),
+    "vae": tuple(WeightFile(f"{VAE_KEY}/{f}", repo=VAE_REPO, filename=f) for f in VAE_FILES),
     "face": tuple(
         WeightFile(f"auxiliary/models/buffalo_l/{f}", archive_url=BUFFALO_L_URL) for f in ("det_10g.onnx", "2d106det.onnx")
     ),
@@ -165,7 +166,7 @@ def resolve(
     """Local paths of the components' files, keyed by their local name (e.g. "whisper/tiny.pt").
 
     Missing files are downloaded unless `offline`; offline, every missing file is named in one error with
-    the command that fetches them. The VAE resolves to its folder under the key "sd-vae-ft-mse".
+    the command that fetches them. The VAE resolves to its folder under the key VAE_KEY.
     """
     components = list(components)
     ver = get_version(version)
@@ -193,7 +194,7 @@ def resolve(
             ) from exc
     paths = {name: Path(p) for name, p in found.items()}
     if "vae" in components:
-        paths["sd-vae-ft-mse"] = paths[f"sd-vae-ft-mse/{VAE_FILES[0]}"].parent
+        paths[VAE_KEY] = paths[f"{VAE_KEY}/{VAE_FILES[0]}"].parent
     return paths
 
 

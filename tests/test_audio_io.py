@@ -166,3 +166,10 @@ def test_audio_stream_without_samples(tmp_path):
         w.setsampwidth(2)
         w.setframerate(SAMPLE_RATE)
     expect_input_error(path, "no samples")
+
+
+def test_save_wav_round_trips_exactly(tmp_path):
+    from latentsync.audio import save_wav
+
+    wav = load_audio(AUDIO / "demo1_speech.flac")
+    np.testing.assert_array_equal(load_audio(save_wav(tmp_path / "copy.wav", wav)), wav)

@@ -195,3 +195,9 @@ def test_feather_erosion_and_blur_follow_opencv(side):
     blurred = cv2.GaussianBlur(mask, (size, size), sigma)
     ours = _gaussian_blur(torch.from_numpy(mask)[None, None], size, sigma)[0, 0].numpy()
     assert np.abs(ours - blurred).max() < 1e-5
+
+
+def test_degenerate_points_are_a_clear_error():
+    points = np.array([[[10, 10], [10, 10], [10, 10]], [[10, 20], [50, 20], [30, 40]]], np.float32)
+    with pytest.raises(InputError, match="frame 0 coincide"):
+        FaceAligner(256).matrices(points)

@@ -15,8 +15,8 @@ import numpy as np
 
 from ..errors import InputError
 from ..fileio import atomic_path, open_media
+from ..timebase import SAMPLE_RATE
 
-SAMPLE_RATE = 16000
 
 _CONVERT_HINT = "the file may be damaged or in an unsupported format; convert it to WAV, e.g. `ffmpeg -i IN -ar 16000 out.wav`"
 
@@ -54,7 +54,7 @@ def _decode_resampled(container: av.container.InputContainer, stream: av.AudioSt
 
 def save_wav(path: str | os.PathLike, samples: np.ndarray, rate: int = SAMPLE_RATE) -> Path:
     """Write float mono samples in [-1, 1] as a 16-bit PCM wav (atomically)."""
-    pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16)[None]
+    pcm = np.clip(np.round(np.asarray(samples) * 32768), -32768, 32767).astype(np.int16)[None]  # inverse of load_audio
     path = Path(path)
     with atomic_path(path) as tmp, av.open(str(tmp), "w", format="wav") as out:
         stream = out.add_stream("pcm_s16le", rate=rate, layout="mono")

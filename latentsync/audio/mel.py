@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .io import SAMPLE_RATE
+from ..timebase import FPS, SAMPLE_RATE
 
 # Whisper log-mel
 WHISPER_N_FFT = 400
@@ -31,7 +31,6 @@ SYNCNET_MIN_LEVEL_DB = -100.0
 SYNCNET_REF_LEVEL_DB = 20.0
 SYNCNET_MAX_ABS = 4.0
 SYNCNET_FRAMES_PER_SECOND = SAMPLE_RATE / SYNCNET_HOP  # 80
-VIDEO_FPS = 25
 
 
 @lru_cache(maxsize=None)
@@ -103,7 +102,7 @@ def mel_window(mel: np.ndarray, start_frame: int, num_frames: int = 16) -> np.nd
     a start outside the mel raises InputError.
     """
     length = mel_window_length(num_frames)
-    start = int(SYNCNET_FRAMES_PER_SECOND * start_frame / VIDEO_FPS)
+    start = int(SYNCNET_FRAMES_PER_SECOND * start_frame / FPS)
     if start_frame < 0 or start >= mel.shape[1]:
         raise InputError(
             f"video frame {start_frame} is outside the audio ({mel.shape[1]} mel columns)",

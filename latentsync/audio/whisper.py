@@ -27,6 +27,7 @@ from torch import nn
 
 from ..checkpoint import build_with_weights, extract_state_dict, read_checkpoint
 from ..errors import CheckpointError, InputError
+from ..timebase import FPS
 from .io import load_audio
 from .mel import WHISPER_N_MELS, whisper_log_mel
 
@@ -216,7 +217,7 @@ def audio_windows(features: torch.Tensor, num_frames: int, start: int = 0) -> to
         raise InputError(f"expected features of shape (T, layers, width), got {tuple(features.shape)}")
     if num_frames < 1:
         raise InputError(f"num_frames must be positive, got {num_frames}")
-    centres = torch.arange(start, start + num_frames) * FEATURES_PER_SECOND // 25
+    centres = torch.arange(start, start + num_frames) * FEATURES_PER_SECOND // int(FPS)
     index = (centres[:, None] + torch.tensor(WINDOW_OFFSETS)).clamp(0, features.shape[0] - 1)
     return rearrange(features[index], "f t l c -> f (t l) c")
 

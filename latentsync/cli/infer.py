@@ -8,6 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 from .. import weights
+from ..timebase import FPS
 from ..errors import InputError
 
 DEMO_VIDEO = "assets/demo/demo_video.mp4"
@@ -172,6 +173,6 @@ def run_track(args: argparse.Namespace) -> None:
     selection = face_selection(args)
     detector = create_detector(args.face_backend, checkpoint_dir=args.checkpoint_dir, offline=args.offline)
     frames = (frame for _, frame in read_frames(args.video))
-    track = track_faces(frames, detector, selection, fps=25.0, progress=not args.quiet)
+    track = track_faces(frames, detector, selection, fps=FPS, progress=not args.quiet)
     track.save(args.output)  # track_faces has logged its summary
     print(f"wrote {args.output}")

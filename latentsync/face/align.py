@@ -224,6 +224,12 @@ class FaceAligner:
         dst = torch.tensor(self.template, dtype=torch.float32).expand_as(src)
         src_c, dst_c = src.mean(dim=1, keepdim=True), dst.mean(dim=1, keepdim=True)
         src_std = (src - src_c).flatten(1).std(dim=1)[:, None, None]  # unbiased, as published
+        if not torch.isfinite(src).all() or (src_std == 0).any():
+            bad = int(torch.nonzero(~torch.isfinite(src).flatten(1).all(1) | (src_std.flatten() == 0))[0])
+            raise InputError(
+                f"the three face points of frame {bad} coincide or are not numbers: {src[bad].tolist()}",
+                "a face track must give distinct eyebrow and nose points; re-detect or fix the edited track",
+            )
         dst_std = (dst - dst_c).flatten(1).std(dim=1)[:, None, None]
         src_n, dst_n = (src - src_c) / src_std, (dst - dst_c) / dst_std
         u, _, vh = torch.linalg.svd(src_n.transpose(1, 2) @ dst_n)

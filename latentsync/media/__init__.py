@@ -1,6 +1,7 @@
 """Media I/O for the pipeline: probing and streaming video frames, the 25 fps frame schedule, and the H.264 writer."""
 
-from .timeline import FPS, frame_schedule
+from ..timebase import FPS
+from .timeline import frame_schedule
 from .video import VideoInfo, probe_video, read_frames
 from .writer import VideoWriter, check_output_path
 

@@ -13,7 +13,6 @@ import math
 
 import numpy as np
 
-FPS = 25.0  # the rate every stage works at: video is resampled to it, audio features are cut to it
 # Output frames whose start lies within 1% of a frame of the video's end are dropped: this absorbs timestamp
 # rounding (millisecond time bases), so a 2 s clip gives exactly 50 frames at 25 fps.
 _END_TOLERANCE = 0.01

@@ -261,6 +261,8 @@ class _FrameStore:
         for got, frame in self._frames:
             self._next = got + 1
             if got >= number:
+                if got > number and self._is_wanted[got]:  # overshot: keep the frame we did get, it is wanted too
+                    self._put(got, frame)
                 return self._put(number, previous[1] if got > number and previous is not None else frame)
             if got >= self._keep_from and self._is_wanted[got]:
                 self._put(got, frame)

@@ -1,6 +1,7 @@
 """The image autoencoder: Stable Diffusion's `sd-vae-ft-mse` through diffusers' AutoencoderKL.
 
-The published VAE id and its latent scaling live here and nowhere else.
+Its latent scaling lives here and nowhere else (its Hub id with the other weight sources, in latentsync.weights).
+Latents are the posterior mean times the scaling factor (the published shift is 0).
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ import torch
 from diffusers import AutoencoderKL
 
 from ..errors import CheckpointError
+from ..weights import VAE_REPO as VAE_ID
 
-VAE_ID = "stabilityai/sd-vae-ft-mse"
 SCALING_FACTOR = 0.18215
-SHIFT_FACTOR = 0.0
 
 
 def load_vae(source: str | os.PathLike = VAE_ID, *, device="cpu", dtype=torch.float32, offline: bool = False) -> AutoencoderKL:
@@ -34,10 +34,9 @@ def load_vae(source: str | os.PathLike = VAE_ID, *, device="cpu", dtype=torch.fl
 
 def encode_latents(vae: AutoencoderKL, pixels: torch.Tensor) -> torch.Tensor:
     """Pixels (N,3,H,W) in [-1,1] -> scaled latents (N,4,H/8,W/8), from the posterior mean (deterministic)."""
-    mean = vae.encode(pixels.to(vae.dtype)).latent_dist.mean
-    return (mean - SHIFT_FACTOR) * SCALING_FACTOR
+    return vae.encode(pixels.to(vae.dtype)).latent_dist.mean * SCALING_FACTOR
 
 
 def decode_latents(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
     """Scaled latents (N,4,h,w) -> pixels (N,3,8h,8w), roughly in [-1,1]."""
-    return vae.decode((latents / SCALING_FACTOR + SHIFT_FACTOR).to(vae.dtype)).sample
+    return vae.decode((latents / SCALING_FACTOR).to(vae.dtype)).sample

@@ -52,7 +52,7 @@ def load_components(
     detector = create_detector(face_backend, checkpoint_dir=checkpoint_dir, device=str(device), offline=offline)
     return {
         "unet": load_unet(config, unet_checkpoint or paths["latentsync_unet.pt"], device=device, dtype=dtype),
-        "vae": load_vae(vae or paths["sd-vae-ft-mse"], device=device, dtype=dtype, offline=offline),
+        "vae": load_vae(vae or paths[weights.VAE_KEY], device=device, dtype=dtype, offline=offline),
         "scheduler": load_scheduler(),
         "resolution": resolution,
         # Whisper stays in float32: it is small, and its features feed every frame.

@@ -27,10 +27,9 @@ from ..audio import SAMPLE_RATE, load_audio
 from ..errors import InputError, NoFaceError
 from ..face import FaceAligner, FaceSelection, FaceTrack, track_faces
 from ..memory import return_large_buffers_to_os
-from ..media import VideoWriter, check_output_path, frame_schedule, probe_video, read_frames
+from ..media import FPS, VideoWriter, check_output_path, frame_schedule, probe_video, read_frames
 from .lipsync import CHUNK_FRAMES, LipSyncPipeline
 
-FPS = 25.0
 log = logging.getLogger("latentsync")
 
 

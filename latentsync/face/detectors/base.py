@@ -103,10 +103,6 @@ class FaceDetector(ABC):
         """All faces in one RGB uint8 frame (grayscale is converted; see `as_rgb_frame`)."""
         return self._detect(as_rgb_frame(frame))
 
-    def detect_batch(self, frames: Sequence[np.ndarray] | np.ndarray) -> list[Detections]:
-        """`detect` on each of several independent frames ((N, H, W, 3) array or a list)."""
-        return [self.detect(f) for f in frames]
-
     def detect_next(self, frame: np.ndarray) -> Detections:
         """Faces in the next frame of the current video; backends without tracking just detect."""
         return self.detect(frame)
