@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from .errors import CheckpointError
 from .fileio import atomic_path
 
-_WRAPPER_KEYS = ("state_dict", "model_state_dict")
+WRAPPER_KEYS = ("state_dict", "model_state_dict")  # LatentSync, openai-whisper
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -44,9 +44,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         ) from exc
 
 
-def extract_state_dict(content: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """The tensor mapping inside a checkpoint's content, unwrapping the published containers."""
-    for key in _WRAPPER_KEYS:
+def extract_state_dict(content: Mapping[str, Any], wrappers: tuple[str, ...] = WRAPPER_KEYS) -> dict[str, torch.Tensor]:
+    """The tensor mapping inside a checkpoint's content: under the first of `wrappers` that holds a mapping, else
+    at the top level."""
+    for key in wrappers:
         if isinstance(content.get(key), Mapping):
             content = content[key]
             break

@@ -8,7 +8,13 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from latentsync.checkpoint import check_state_dict, convert_checkpoint, load_state_dict, read_checkpoint
+from latentsync.checkpoint import (
+    check_state_dict,
+    convert_checkpoint,
+    extract_state_dict,
+    load_state_dict,
+    read_checkpoint,
+)
 from latentsync.cli import main
 from latentsync.errors import CheckpointError
 
@@ -78,3 +84,11 @@ def test_key_report_names_missing_unexpected_and_misshaped():
         check_state_dict(model, state, "toy")
     text = str(err.value)
     assert "missing 1: 1.bias" in text and "unexpected 1: 2.weight" in text and "0.weight (5, 3) != (4, 3)" in text
+
+
+def test_other_wrappers_are_opened_only_when_named():
+    state = _state()
+    assert extract_state_dict({"model_state_dict": state}).keys() == state.keys()
+    assert extract_state_dict({"model": state, "epoch": 3}, wrappers=("model", "module")).keys() == state.keys()
+    with pytest.raises(CheckpointError, match="holds no tensors"):
+        extract_state_dict({"model": state})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -34,6 +35,19 @@ def write_clip(path, num_frames: int, seed: int = 0):
     audio = (0.3 * rng.standard_normal(num_frames * 640) * envelope).astype(np.float32)
     with VideoWriter(path, R, R, fps=25, audio=audio) as writer:
         writer.write(frames)
+    return path
+
+
+def remux(video_source, audio_source, path):
+    """A clip with the video stream of one file and the audio stream of another (no re-encoding)."""
+    with av.open(str(video_source)) as video, av.open(str(audio_source)) as audio, av.open(str(path), "w") as out:
+        streams = {video.streams.video[0]: out.add_stream_from_template(video.streams.video[0]),
+                   audio.streams.audio[0]: out.add_stream_from_template(audio.streams.audio[0])}  # fmt: skip
+        for source, target in streams.items():
+            for packet in source.container.demux(source):
+                if packet.dts is not None:  # the flush packet
+                    packet.stream = target
+                    out.mux(packet)
     return path
 
 
@@ -131,6 +145,16 @@ def test_too_short_clips_are_skipped_with_a_reason(clips, whisper, caplog):
     assert "skipping clip" in caplog.text and "short.mp4" in caplog.text
 
 
+def test_windows_stay_within_a_shorter_audio_track(tmp_path):
+    """56 video frames with 36 frames of speech: samples come from the first 36 frames, none fails the clip."""
+    speech = write_clip(tmp_path / "speech.mp4", 36, seed=4)
+    clip = remux(write_clip(tmp_path / "video.mp4", 56), speech, tmp_path / "clip.mp4")
+    dataset = SyncNetDataset([clip], resolution=R)
+    items = [dataset[i] for i in range(24)]
+    assert not dataset.skipped
+    assert max(max(item["start"], item["frames_start"]) for item in items) <= 36 - 16
+
+
 def test_no_usable_clip_is_a_clear_error(clips):
     with pytest.raises(InputError, match="no usable clip"):
         SyncNetDataset([clips["short"]], resolution=R)[0]
@@ -173,7 +197,7 @@ def test_read_fileslist(clips, tmp_path):
     relative.write_text("long.mp4\nmedium.mp4\n")
     assert read_fileslist(relative) == [clips["long"], clips["medium"]]
     assert read_fileslist(data_dir=clips["long"].parent) == sorted(clips.values())
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="--fileslist / --data-dir"):
         read_fileslist()
-    with pytest.raises(InputError):
-        read_fileslist(tmp_path / "nope.txt")
+    with pytest.raises(InputError, match="--val-fileslist / --val-data-dir"):
+        read_fileslist(tmp_path / "nope.txt", purpose="validation")

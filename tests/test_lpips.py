@@ -10,6 +10,7 @@ import torch
 from conftest import MEDIA
 from latentsync.errors import CheckpointError
 from latentsync.media import read_frames
+from latentsync.models import lpips
 from latentsync.models.lpips import LPIPS, VGG16Features, load_lpips
 
 TINY_STAGES = ((8, 8), (16, 16), (16, 16, 16), (32, 32, 32), (32, 32, 32))
@@ -114,3 +115,17 @@ def test_full_size_vgg16_has_torchvision_keys():
     heads = {f"lin{i}.model.1.weight": tuple(lin.weight.shape) for i, lin in enumerate(model.lins)}
     assert heads == LPIPS_LIN_SHAPES
     assert vgg.taps == [3, 8, 15, 22, 29]  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 in torchvision's indexing
+
+
+def test_weights_are_adopted_in_the_requested_dtype(tmp_path, monkeypatch):
+    """The tensors are cast as they are adopted: a half-precision model never exists as a float32 copy first."""
+    vgg_path, lin_path = _write_published_files(_tiny_lpips(), tmp_path)
+    real, dtypes = lpips.build_with_weights, []
+
+    def spy(factory, state, what, dtype=torch.float32):
+        dtypes.append(dtype)
+        return real(factory, state, what, dtype)
+
+    monkeypatch.setattr(lpips, "build_with_weights", spy)
+    loaded = load_lpips(vgg_path, lin_path, TINY_STAGES, dtype=torch.float16)
+    assert dtypes == [torch.float16] and all(p.dtype == torch.float16 for p in loaded.parameters())

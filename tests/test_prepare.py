@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import logging
 import shutil
 
@@ -12,9 +14,12 @@ import torch
 
 from conftest import MEDIA
 from latentsync.audio import load_audio
+from latentsync.cli import train_cmds
+from latentsync.data import prepare
 from latentsync.data.datasets import read_fileslist
 from latentsync.data.prepare import PrepareSettings, clip_spans, prepare_dataset
 from latentsync.errors import InputError
+from latentsync.face import FaceTrack
 from latentsync.media import probe_video
 
 torch.set_num_threads(1)
@@ -125,3 +130,47 @@ def test_output_inside_the_input_folder_is_not_taken_as_input(tmp_path):
     first = prepare_dataset(tmp_path, tmp_path / "clips", settings)
     again = prepare_dataset(tmp_path, tmp_path / "clips", settings)
     assert len(first.clips) == 1 and again.clips == first.clips and again.reused_videos == 1
+
+
+def test_replaced_input_gets_a_new_face_track(tmp_path, caplog):
+    """A saved track.npz that does not fit the video (the input was replaced) is detected again, not trusted."""
+    (tmp_path / "raw").mkdir()
+    shutil.copy(MEDIA / "demo2_360p.mp4", tmp_path / "raw" / "demo2.mp4")
+    settings = PrepareSettings(64, min_seconds=1.0, face_backend="mediapipe")
+    first = prepare_dataset(tmp_path / "raw", tmp_path / "clips", settings)
+    folder = first.clips[0].parent
+    track = FaceTrack.load(folder / "track.npz")
+    dataclasses.replace(track, width=2 * track.width).save(folder / "track.npz")
+    (folder / "done.json").unlink()
+    first.clips[0].unlink()
+    with caplog.at_level(logging.INFO, logger="latentsync.data.prepare"):
+        again = prepare_dataset(tmp_path / "raw", tmp_path / "clips", settings)
+    assert "detecting faces again" in caplog.text
+    assert again.written == 1 and FaceTrack.load(folder / "track.npz").width == track.width
+
+
+def test_failed_detector_start_leaves_the_output_unclaimed(tmp_path, monkeypatch):
+    shutil.copy(MEDIA / "demo2_360p.mp4", tmp_path / "demo2.mp4")
+
+    def no_detector(*args):
+        raise InputError("no face detector")
+
+    monkeypatch.setattr(prepare, "create_detector", no_detector)
+    with pytest.raises(InputError, match="no face detector"):
+        prepare_dataset(tmp_path, tmp_path / "clips", PrepareSettings(64, face_backend="insightface"))
+    assert not (tmp_path / "clips" / "prepare.json").exists()
+
+
+@pytest.mark.parametrize("seconds", [(0.01, 0.02), (1.99, 1.99), (3.0, 2.0), (0.0, 2.0)])
+def test_settings_need_room_for_a_clip(seconds):
+    with pytest.raises(InputError, match="min seconds <= max seconds"):
+        PrepareSettings(64, *seconds).check()
+    PrepareSettings(64, 0.04, 0.04).check()  # one frame is the least
+
+
+def test_cli_options_left_out_keep_the_settings_defaults():
+    parser = argparse.ArgumentParser()
+    train_cmds.register(parser.add_subparsers())
+    assert train_cmds.prepare_settings(parser.parse_args(["prepare", "in", "out"])) == PrepareSettings()
+    args = parser.parse_args(["prepare", "in", "out", "--max-seconds", "5", "--face-backend", "mediapipe"])
+    assert train_cmds.prepare_settings(args) == PrepareSettings(max_seconds=5.0, face_backend="mediapipe")

@@ -8,16 +8,19 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+import latentsync
+
 from conftest import MEDIA
 from latentsync.checkpoint import load_state_dict
 from latentsync.cli import train_cmds
 from latentsync.data.prepare import PrepareSettings, prepare_dataset
-from latentsync.errors import InputError
+from latentsync.errors import CheckpointError, InputError
 from latentsync.models.syncnet import load_syncnet
 from latentsync.training.common import (
     DistInfo,
@@ -25,7 +28,12 @@ from latentsync.training.common import (
     TrainSampler,
     apply_overrides,
     autocast_and_scaler,
+    cache_folder,
+    configured_path,
     latest_checkpoint,
+    load_training_state,
+    run_settings,
+    save_checkpoint,
 )
 from latentsync.training.syncnet import train_syncnet
 
@@ -85,9 +93,10 @@ def clips_list(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(clips_list, tmp_path_factory):
-    """40 steps on a fixed set of 8 samples per clip (24 in all): enough to learn them by heart."""
+    """40 steps on a fixed set of 8 samples per clip (24 in all): enough to learn them by heart. The cache and
+    the validation clips are left as the packaged configs have them: not given."""
     output = tmp_path_factory.mktemp("syncnet_run") / "out"
-    config = small_config(clips_list, output, samples_per_clip=8)
+    config = small_config(clips_list, output, samples_per_clip=8, audio_mel_cache_dir="", val_data_dir="")
     train_syncnet(config)
     return config, output
 
@@ -110,6 +119,7 @@ def test_metrics_and_chart(trained):
     assert [r["step"] for r in validation] == [20, 40]
     assert all(0 <= r["val_acc"] <= 1 and r["val_loss"] > 0 for r in validation)
     assert (output / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert any((output / "cache" / "mel").iterdir())  # instead of /mnt/bn/...
 
 
 def test_checkpoints_load_with_load_syncnet(trained):
@@ -181,14 +191,25 @@ def test_cli_options_become_overrides():
     assert train_cmds.training_overrides(args) == {
         "data.train_data_dir": "clips", "data.train_fileslist": "", "data.train_output_dir": "out",
         "run.max_train_steps": 7, "run.resume": True, "optimizer.lr": 3e-4, "data.lower_half": False,
+        "data.val_data_dir": "", "data.val_fileslist": "",  # new training data: the config's validation set goes too
     }
+    held_out = parser.parse_args(["train-syncnet", "--config", "c.yaml", "--val-fileslist", "val.txt"])
+    assert train_cmds.training_overrides(held_out) == {"data.val_data_dir": "", "data.val_fileslist": "val.txt"}
+    unet = parser.parse_args(["train-unet", "--config", "c.yaml", "--data-dir", "clips"])
+    assert train_cmds.training_overrides(unet) == {"data.train_data_dir": "clips", "data.train_fileslist": ""}
     with pytest.raises(InputError):
         train_cmds.training_overrides(parser.parse_args(["train-unet", "--config", "c.yaml", "--set", "oops"]))
 
 
 @pytest.mark.parametrize(
     "change, message",
-    [({"data.latent_space": True}, "latent-space"), ({"data.num_frames": 25}, "in_channels"), ({"run.log_steps": 0}, "at least 1")],
+    [
+        ({"data.latent_space": True}, "latent-space"),
+        ({"data.num_frames": 25}, "in_channels"),
+        ({"run.log_steps": 0}, "run.log_steps must be at least 1"),
+        ({"ckpt.save_ckpt_steps": 0}, "ckpt.save_ckpt_steps must be at least 1"),
+        ({"run.max_train_steps": -1}, "never end"),
+    ],
 )
 def test_bad_configs_fail_early(tmp_path, change, message):
     config = apply_overrides(small_config(tmp_path / "list.txt", tmp_path / "out"), change)
@@ -198,7 +219,7 @@ def test_bad_configs_fail_early(tmp_path, change, message):
 
 def test_sampler_splits_ranks_and_resumes():
     def ids(rank, start_step=0, steps=6):
-        sampler = TrainSampler(10, 3, seed=1, dist=DistInfo(rank, 2, rank, torch.device("cpu"), rank == 0), start_step=start_step)
+        sampler = TrainSampler(10, 3, seed=1, dist=DistInfo(rank, 2, torch.device("cpu"), rank == 0), start_step=start_step)
         iterator = iter(sampler)
         return [next(iterator) for _ in range(3 * steps)]
 
@@ -236,3 +257,52 @@ def test_cpu_precision_is_fp32_unless_bf16_asked():
     context, _ = autocast_and_scaler("cpu", mixed_precision=True, dtype="bf16")
     with context():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+
+
+def test_missing_matplotlib_fails_before_training(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    with pytest.raises(InputError, match=r"latentsync\[train\]"):
+        train_syncnet(small_config(tmp_path / "list.txt", tmp_path / "out"))
+
+
+def test_run_settings_defaults_and_limits():
+    settings = run_settings({"run": {"max_train_epochs": 2}}, seed=7, save_ckpt_steps=30)
+    assert (settings.seed, settings.save_ckpt_steps, settings.log_steps, settings.lr) == (7, 30, 10, 1e-5)
+    assert settings.total_steps(clips=10, samples_per_step=4) == 6  # 2 passes of 3 steps
+    settings = run_settings({"run": {"max_train_steps": 5, "max_train_epochs": -1}}, seed=7, save_ckpt_steps=30)
+    assert settings.max_train_epochs is None and settings.total_steps(10, 4) == 5
+    with pytest.raises(InputError, match="whole number"):
+        run_settings({"run": {"max_train_steps": 2.5}}, seed=7, save_ckpt_steps=30)
+    with pytest.raises(InputError, match="optimizer.lr must be positive"):
+        run_settings({"run": {"max_train_steps": 5}, "optimizer": {"lr": 0}}, seed=7, save_ckpt_steps=30)
+
+
+def test_packaged_configs_name_no_cluster_paths_and_empty_paths_count_as_not_given(tmp_path):
+    configs = Path(latentsync.__file__).parent / "configs"
+    for path in configs.rglob("*.yaml"):
+        assert "/mnt/" not in path.read_text(), path
+    data = {"audio_mel_cache_dir": "", "mine": str(tmp_path / "mine" / "mel")}
+    assert configured_path(data, "audio_mel_cache_dir") is None and configured_path(data, "val_data_dir") is None
+    assert configured_path(data, "mine") == tmp_path / "mine" / "mel"  # used as given, created on demand
+    assert cache_folder(data, "audio_mel_cache_dir", tmp_path / "out") == tmp_path / "out" / "cache"
+    assert cache_folder(data, "mine", tmp_path / "out").is_dir()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InputError, match="writable"):
+        cache_folder({"blocked": str(tmp_path / "file" / "cache")}, "blocked", tmp_path / "out")
+
+
+def test_resume_errors_name_the_cause(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    path = save_checkpoint(tmp_path, 1, model, optimizer)
+    same = torch.nn.Linear(3, 2)
+    assert load_training_state(path, same, torch.optim.AdamW(same.parameters())) == 1
+    assert torch.equal(same.weight, model.weight)
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_training_state(path, torch.nn.Linear(4, 2))
+    fewer = torch.nn.Linear(3, 2)  # as if run.trainable_modules had changed
+    with pytest.raises(CheckpointError, match="trainable_modules"):
+        load_training_state(path, fewer, torch.optim.AdamW([fewer.weight]))

@@ -9,6 +9,7 @@ VideoMAE configurations of the real code with random weights, written in the pub
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import subprocess
@@ -33,10 +34,13 @@ from latentsync.models.syncnet import StableSyncNet
 from latentsync.models.videomae import VideoMAE, VideoMAEConfig
 from latentsync.training.losses import frame_noise, predicted_x0, sync_loss
 from latentsync.training.unet import (
+    DEMO_VIDEO,
+    Validator,
     WeightFiles,
     load_initial_weights,
     load_training_config,
     select_trainable,
+    stage_loss_weights,
     train_unet,
 )
 
@@ -194,6 +198,24 @@ def test_overrides_and_config_checks(tmp_path):
     files = WeightFiles({"dir": str(tmp_path), "offline": True}, 256)
     with pytest.raises(MissingWeightsError, match="latentsync_unet.pt.*whisper/tiny.pt"):
         files.locate({"unet": "checkpoints/latentsync_unet.pt", "whisper": None})
+
+
+def test_run_section_defaults_and_checks(tmp_path):
+    assert stage_loss_weights({}) == {"recon_loss": 1.0, "sync_loss": 0.0, "lpips_loss": 0.0, "trepa_loss": 0.0}
+    for change, message in (({"run.log_steps": 0}, "run.log_steps must be at least 1"),
+                            ({"run.max_train_steps": -1}, "never end")):  # fmt: skip
+        with pytest.raises(InputError, match=message):  # before any model is built
+            train_unet(CONFIGS / "stage1.yaml", {"data.train_output_dir": str(tmp_path), **change})
+
+
+def test_validation_clips_fall_back_to_the_packaged_demo(caplog):
+    with caplog.at_level(logging.WARNING):
+        assert Validator._clip(None, DEMO_VIDEO).name == "demo_video.mp4"
+        assert not caplog.text  # nothing configured: nothing to warn about
+        assert Validator._clip("assets/demo1_video.mp4", DEMO_VIDEO).name == "demo_video.mp4"
+        assert "demo1_video.mp4 not found" in caplog.text
+    with pytest.raises(InputError, match="packaged validation demo"):
+        Validator._clip(None, "assets/demo/gone.mp4")
 
 
 def test_initial_weights_and_trainable_filter(tmp_path):

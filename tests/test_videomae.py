@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from latentsync.errors import CheckpointError, InputError
+from latentsync.models import videomae
 from latentsync.models.videomae import VideoMAE, VideoMAEConfig, load_videomae, sinusoid_table
 
 TINY = VideoMAEConfig(
@@ -41,7 +42,7 @@ def _clips(batch: int = 2, config: VideoMAEConfig = TINY) -> torch.Tensor:
     return torch.rand(batch, 3, config.num_frames, config.image_size, config.image_size, generator=g)
 
 
-@pytest.mark.parametrize("wrapper", [None, "model", "module"])
+@pytest.mark.parametrize("wrapper", [None, "model", "module", "state_dict"])
 def test_round_trip_in_release_layouts(tmp_path, wrapper):
     torch.manual_seed(0)
     model = VideoMAE(TINY).eval()
@@ -96,3 +97,17 @@ def test_full_vit_g_builds_with_the_published_keys():
     assert len(shapes) == 526
     assert model.config.grid == (8, 16, 16)  # 2,048 tokens per 16-frame clip
     assert round(sum(v.numel() for v in model.state_dict().values()) / 1e9, 2) == 1.01  # ViT-g: 1.01 B parameters
+
+
+def test_weights_are_adopted_in_the_requested_dtype(tmp_path, monkeypatch):
+    """The tensors are cast as they are adopted: a bf16 model never exists as a float32 copy first."""
+    torch.save(VideoMAE(TINY).state_dict(), tmp_path / "videomae.pth")
+    real, dtypes = videomae.build_with_weights, []
+
+    def spy(factory, state, what, dtype=torch.float32):
+        dtypes.append(dtype)
+        return real(factory, state, what, dtype)
+
+    monkeypatch.setattr(videomae, "build_with_weights", spy)
+    loaded = load_videomae(tmp_path / "videomae.pth", TINY, dtype=torch.bfloat16)
+    assert dtypes == [torch.bfloat16] and all(p.dtype == torch.bfloat16 for p in loaded.parameters())

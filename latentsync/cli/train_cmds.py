@@ -20,10 +20,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare", help="cut raw talking-head videos into aligned face clips for training")
     p.add_argument("input_dir", help="folder of videos (searched recursively)")
     p.add_argument("output_dir", help="folder for the clips and fileslist.txt (re-running resumes)")
-    p.add_argument("--resolution", type=int, default=256, help="side of the aligned face, 256 (1.5) or 512 (1.6)")
-    p.add_argument("--face-backend", default="auto", choices=["auto", "insightface", "mediapipe"])
-    p.add_argument("--min-seconds", type=float, default=2.0, help="drop face runs shorter than this (default 2)")
-    p.add_argument("--max-seconds", type=float, default=10.0, help="split face runs longer than this (default 10)")
+    # Options left out keep PrepareSettings' defaults (see prepare_settings); the module loads only when it runs.
+    p.add_argument("--resolution", type=int, help="side of the aligned face: 256 (1.5) or 512 (1.6)")
+    p.add_argument("--face-backend", choices=["auto", "insightface", "mediapipe"], help="face detector")
+    p.add_argument("--min-seconds", type=float, help="drop face runs shorter than this")
+    p.add_argument("--max-seconds", type=float, help="split face runs longer than this")
     p.add_argument("--checkpoint-dir", help="folder holding the insightface weights (published checkpoints/ layout)")
     p.add_argument("--device", default="cpu", help="device for detection and alignment (cpu, cuda)")
     p.set_defaults(run=run_prepare)
@@ -56,10 +57,19 @@ def register(sub: argparse._SubParsersAction) -> None:
             p.set_defaults(run=run_train_unet)
 
 
-def run_prepare(args: argparse.Namespace) -> None:
-    from ..data.prepare import PrepareSettings, prepare_dataset
+def prepare_settings(args: argparse.Namespace):
+    """The `PrepareSettings` of the options given; the others keep its defaults."""
+    from ..data.prepare import PrepareSettings
 
-    settings = PrepareSettings(args.resolution, args.min_seconds, args.max_seconds, args.face_backend)
+    given = dict(resolution=args.resolution, min_seconds=args.min_seconds, max_seconds=args.max_seconds,
+                 face_backend=args.face_backend)  # fmt: skip
+    return PrepareSettings(**{k: v for k, v in given.items() if v is not None})
+
+
+def run_prepare(args: argparse.Namespace) -> None:
+    from ..data.prepare import prepare_dataset
+
+    settings = prepare_settings(args)
     report = prepare_dataset(args.input_dir, args.output_dir, settings, checkpoint_dir=args.checkpoint_dir, device=args.device)
     for video, reason in report.skipped.items():
         print(f"skipped {video}: {reason}")
@@ -84,7 +94,9 @@ def training_overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.cache_dir:
         named["data.audio_mel_cache_dir"] = args.cache_dir
         named["data.audio_embeds_cache_dir"] = args.cache_dir
-    if getattr(args, "val_data_dir", None) or getattr(args, "val_fileslist", None):
+    # train-syncnet: held-out clips replace the config's; so does new training data without them (validation then
+    # falls back to the training clips), never the authors' validation set of the packaged config.
+    if hasattr(args, "val_data_dir") and (args.val_data_dir or args.val_fileslist or args.data_dir or args.fileslist):
         named["data.val_data_dir"] = args.val_data_dir or ""
         named["data.val_fileslist"] = args.val_fileslist or ""
     overrides.update({k: v for k, v in named.items() if v is not None})

@@ -29,12 +29,11 @@ from ..audio import load_audio, mel_window, syncnet_mel
 from ..audio import mel as mel_settings
 from ..audio.whisper import WhisperFeatures, audio_windows
 from ..errors import InputError, LatentSyncError
-from ..media import probe_video, read_frames
+from ..media import FPS, probe_video, read_frames
 from .cache import FeatureCache, audio_hash, cache_key, weights_hash
 
 log = logging.getLogger(__name__)
 
-FPS = 25
 MAX_ATTEMPTS = 64  # clips tried for one item before giving up
 _MEMO_ENTRIES = 24  # per-clip audio results (samples, mel, Whisper features) each process keeps in memory
 SEGMENTING = "seamless"  # Whisper segmentation used for training features (same as "reference" up to 30 s)
@@ -44,16 +43,26 @@ _MEL_SETTINGS = {
 }
 
 
-def read_fileslist(fileslist: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None) -> list[Path]:
+# Where each kind of clip set comes from, for hints.
+_OPTIONS = {"training": "--fileslist / --data-dir (data.train_fileslist / train_data_dir)",
+            "validation": "--val-fileslist / --val-data-dir (data.val_fileslist / val_data_dir)"}  # fmt: skip
+
+
+def read_fileslist(
+    fileslist: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None, purpose: str = "training"
+) -> list[Path]:
     """Clip paths from a text file (one per line; `#` comments; relative paths are relative to the file's folder)
-    and/or every `.mp4` under a folder (sorted). Listed files that do not exist are dropped with a warning."""
+    and/or every `.mp4` under a folder (sorted). Listed files that do not exist are dropped with a warning.
+    `purpose`: "training" or "validation", for the hints of errors."""
+    options = _OPTIONS[purpose]
     if not fileslist and not data_dir:
-        raise InputError("no training data given", "pass a file list (--fileslist) or a folder of clips (--data-dir)")
+        raise InputError(f"no {purpose} data given", f"pass a file list or a folder of clips: {options}")
     clips: list[Path] = []
     if fileslist:
         listing = Path(fileslist)
         if not listing.is_file():
-            raise InputError(f"file list not found: {listing}", "write one clip path per line, e.g. prepare's fileslist.txt")
+            raise InputError(f"{purpose} file list not found: {listing}",
+                             f"check {options}; a file list has one clip path per line, e.g. prepare's fileslist.txt")
         for line in listing.read_text(encoding="utf-8").splitlines():
             line = line.strip()
             if line and not line.startswith("#"):
@@ -62,14 +71,16 @@ def read_fileslist(fileslist: str | os.PathLike | None = None, data_dir: str | o
     if data_dir:
         folder = Path(data_dir)
         if not folder.is_dir():
-            raise InputError(f"data folder not found: {folder}", "pass the OUTPUT_DIR of `latentsync prepare`")
+            raise InputError(f"{purpose} data folder not found: {folder}",
+                             f"check {options}: the OUTPUT_DIR of `latentsync prepare`")
         clips.extend(sorted(folder.rglob("*.mp4")))
     missing = [p for p in clips if not p.is_file()]
     if missing:
         log.warning("%d listed clips do not exist and are ignored, e.g. %s", len(missing), missing[0])
     clips = [p for p in clips if p.is_file()]
     if not clips:
-        raise InputError("no clips found in the given file list / folder", "run `latentsync prepare` first")
+        raise InputError(f"no clips found in the given {purpose} file list / folder",
+                         f"run `latentsync prepare` first, or check {options}")
     return clips
 
 
@@ -132,9 +143,11 @@ class _ClipDataset(Dataset):
         raise NotImplementedError
 
     def _length(self, clip: Path) -> int:
-        """Frames of the clip at 25 fps; raises _Unusable below `min_frames`."""
+        """Frames of the clip at 25 fps that its audio covers too, so that no window runs past the mel; raises
+        _Unusable below `min_frames`."""
         if clip not in self._lengths:
-            self._lengths[clip] = probe_video(clip).frames_at(FPS)
+            audio_frames = int(self._mel(clip).shape[1] * FPS / mel_settings.SYNCNET_FRAMES_PER_SECOND)
+            self._lengths[clip] = min(probe_video(clip).frames_at(FPS), audio_frames)
         length = self._lengths[clip]
         if length < self.min_frames:
             raise _Unusable(f"only {length} frames, at least {self.min_frames} are needed")
@@ -243,7 +256,7 @@ class UNetDataset(_ClipDataset):
     given, "masked_frames" = frames * mask (the mouth becomes 0). Clips under 3F frames (48) are skipped.
 
     Whisper features run in the process that reads the item (a DataLoader worker): give a CPU `WhisperFeatures`
-    when using workers, or call `warm_cache()` first so that workers only read the cache.
+    when using workers; their results are cached, so each clip's are computed once.
     """
 
     windows_needed = 3
@@ -271,15 +284,6 @@ class UNetDataset(_ClipDataset):
                     "use latentsync.pipeline.mask.load_mouth_mask(resolution)",
                 )
             self.mask = torch.from_numpy(mask)
-
-    def warm_cache(self) -> None:
-        """Compute (or check) the cached audio features of every clip in this process."""
-        for clip in self.clips:
-            try:
-                self._whisper_features(clip)
-                self._mel(clip)
-            except LatentSyncError as exc:
-                log.warning("skipping clip %s: %s", clip, exc)
 
     def _whisper_features(self, clip: Path) -> torch.Tensor:
         """The clip's whole Whisper feature stack (T, layers, C), from the cache when possible."""

@@ -29,12 +29,11 @@ from ..audio import SAMPLE_RATE, load_audio
 from ..errors import InputError, LatentSyncError
 from ..face import FaceAligner, FaceDetector, FaceTrack, create_detector, track_faces
 from ..fileio import atomic_path
-from ..media import VideoWriter, probe_video, read_frames
+from ..media import FPS, VideoInfo, VideoWriter, probe_video, read_frames
 
 log = logging.getLogger(__name__)
 
-FPS = 25
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
+SAMPLES_PER_FRAME = round(SAMPLE_RATE / FPS)  # 640
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 SETTINGS_FILE = "prepare.json"  # the settings an output folder was made with
 FILESLIST = "fileslist.txt"
@@ -55,11 +54,18 @@ class PrepareSettings:
     def check(self) -> None:
         if self.resolution < 64 or self.resolution % 2:
             raise InputError(f"resolution must be an even number >= 64, got {self.resolution}", "use 256 or 512")
-        if not 0 < self.min_seconds <= self.max_seconds:
+        min_frames, max_frames = self.clip_frames()
+        if not (self.min_seconds > 0 and 1 <= min_frames <= max_frames):
             raise InputError(
-                f"need 0 < min seconds <= max seconds, got {self.min_seconds} and {self.max_seconds}",
-                "the published pipeline keeps 5-10 s segments; training needs at least 1.92 s (48 frames)",
+                f"need 0 < min seconds <= max seconds, with room for a clip at {FPS:g} fps between them; "
+                f"got {self.min_seconds} and {self.max_seconds}",
+                "the published pipeline keeps 5-10 s segments; the U-Net trains on clips of at least 1.92 s "
+                "(48 frames), SyncNet on clips of at least 1.28 s (32 frames)",
             )
+
+    def clip_frames(self) -> tuple[int, int]:
+        """(fewest, most) frames of a clip: whole frames within min_seconds .. max_seconds."""
+        return math.ceil(self.min_seconds * FPS), int(self.max_seconds * FPS)
 
 
 @dataclass
@@ -115,10 +121,13 @@ def prepare_dataset(
     videos = list_videos(input_dir, output_dir)
     if not videos:
         raise InputError(f"no videos found under {input_dir}", f"expected files ending in {', '.join(VIDEO_SUFFIXES)}")
-    _claim_output(output_dir, settings)
+    claimed = _settings_match(output_dir, settings)
     own_detector = detector is None
     detector = detector or create_detector(settings.face_backend, checkpoint_dir, device)
     try:
+        if not claimed:  # only once the detector works: a failed start leaves no settings file behind
+            with atomic_path(output_dir / SETTINGS_FILE) as tmp:
+                tmp.write_text(json.dumps(asdict(settings), indent=1))
         report = _prepare_all(videos, input_dir, output_dir, settings, detector, FaceAligner(settings.resolution, device))
     finally:
         if own_detector:
@@ -161,19 +170,19 @@ def _prepare_all(
     return report
 
 
-def _claim_output(output_dir: Path, settings: PrepareSettings) -> None:
-    """Record the settings in a new output folder, or check that an existing one was made with the same."""
+def _settings_match(output_dir: Path, settings: PrepareSettings) -> bool:
+    """Whether the output folder was already made with these settings (False: a new folder); InputError when it
+    was made with others."""
     path = output_dir / SETTINGS_FILE
-    if path.exists():
-        previous = json.loads(path.read_text())
-        if previous != asdict(settings):
-            raise InputError(
-                f"{output_dir} was prepared with other settings ({previous})",
-                "use a new output folder, or the same --resolution / --min-seconds / --max-seconds / --face-backend",
-            )
-        return
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(asdict(settings), indent=1))
+    if not path.exists():
+        return False
+    previous = json.loads(path.read_text())
+    if previous != asdict(settings):
+        raise InputError(
+            f"{output_dir} was prepared with other settings ({previous})",
+            "use a new output folder, or the same --resolution / --min-seconds / --max-seconds / --face-backend",
+        )
+    return True
 
 
 def _prepare_video(
@@ -184,8 +193,8 @@ def _prepare_video(
     if not info.has_audio:
         raise InputError("no audio track", "training needs the speaker's own speech")
     audio = load_audio(video)
-    track = _face_track(video, folder, detector)
-    spans = clip_spans(track.present, math.ceil(settings.min_seconds * FPS), int(settings.max_seconds * FPS))
+    track = _face_track(video, info, folder, detector)
+    spans = clip_spans(track.present, *settings.clip_frames())
     if not spans:
         log.info("  no face run of at least %.1f s (%s)", settings.min_seconds, track.summary())
     clips = [folder / f"{start:06d}-{end - 1:06d}.mp4" for start, end in spans]
@@ -200,11 +209,16 @@ def _prepare_video(
     return clips, len(todo)
 
 
-def _face_track(video: Path, folder: Path, detector: FaceDetector) -> FaceTrack:
-    """The video's face track, read back if an interrupted run saved it, else detected and saved."""
+def _face_track(video: Path, info: VideoInfo, folder: Path, detector: FaceDetector) -> FaceTrack:
+    """The video's face track, read back if an interrupted run saved it for this very video, else detected and saved."""
     path = folder / TRACK_FILE
     if path.exists():
-        return FaceTrack.load(path)
+        track = FaceTrack.load(path)
+        try:
+            track.check(info.width, info.height, info.frames_at(FPS))
+            return track
+        except InputError as exc:  # the input video was replaced since
+            log.info("  the saved face track no longer fits the video (%s): detecting faces again", exc.message)
     track = track_faces((frame for _, frame in read_frames(video, FPS)), detector, fps=FPS)
     track.save(path)
     return track

@@ -115,5 +115,5 @@ def load_lpips(
 ) -> LPIPS:
     """LPIPS from `vgg16-397923af.pth` (torchvision format) and the lpips `vgg.pth` heads; frozen, in eval mode."""
     state = lpips_state(load_state_dict(vgg_path), load_state_dict(lin_path))
-    model = build_with_weights(lambda: LPIPS(stages), state, "LPIPS-VGG")
+    model = build_with_weights(lambda: LPIPS(stages), state, "LPIPS-VGG", dtype)
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)

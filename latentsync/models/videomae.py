@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +28,7 @@ from einops import rearrange
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..checkpoint import build_with_weights, extract_state_dict, read_checkpoint
+from ..checkpoint import WRAPPER_KEYS, build_with_weights, extract_state_dict, read_checkpoint
 from ..errors import InputError
 
 
@@ -158,14 +157,6 @@ class VideoMAE(nn.Module):
         return self.fc_norm(x.mean(dim=1))
 
 
-def _unwrap(content: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The VideoMAE-v2 releases store the weights at the top level or under "model" / "module"."""
-    for key in ("model", "module"):
-        if isinstance(content.get(key), Mapping):
-            return content[key]
-    return content
-
-
 def load_videomae(
     checkpoint: str | os.PathLike | None = None,
     config: VideoMAEConfig = VideoMAEConfig(),
@@ -174,6 +165,8 @@ def load_videomae(
     dtype: torch.dtype = torch.float32,
 ) -> VideoMAE:
     """The VideoMAE-v2 ViT, frozen and in eval mode; random weights without a checkpoint (tests)."""
-    state = None if checkpoint is None else extract_state_dict(_unwrap(read_checkpoint(checkpoint)))
-    model = build_with_weights(lambda: VideoMAE(config), state, "VideoMAE-v2")
+    state = None
+    if checkpoint is not None:  # the VideoMAE-v2 releases keep the weights at the top level or under model / module
+        state = extract_state_dict(read_checkpoint(checkpoint), ("model", "module", *WRAPPER_KEYS))
+    model = build_with_weights(lambda: VideoMAE(config), state, "VideoMAE-v2", dtype)
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)

@@ -1,5 +1,5 @@
-"""What every trainer needs besides its model and loss: processes, precision, seeds, a resumable data order,
-checkpoints and a metrics log.
+"""What every trainer needs besides its model and loss: processes, precision, seeds, the shared `run:` settings,
+cache folders, a resumable data order, checkpoints and a metrics log.
 
 One process per device. Under `torchrun` (or `python -m torch.distributed.run`) the environment variables
 RANK / WORLD_SIZE / LOCAL_RANK select distributed data parallel training (NCCL on CUDA, gloo on CPU); without
@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import itertools
 import json
 import logging
+import math
 import os
 import random
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterator, Mapping
@@ -26,6 +29,7 @@ import torch.distributed as torch_dist
 from torch import nn
 from torch.utils.data import Sampler
 
+from ..checkpoint import check_state_dict, extract_state_dict, read_checkpoint
 from ..errors import CheckpointError, InputError
 from ..fileio import atomic_path
 
@@ -53,13 +57,95 @@ def apply_overrides(config: Mapping[str, Any], overrides: Mapping[str, Any] | No
     return result
 
 
+def check_plotting() -> None:
+    """Fail before training, not at the first chart, when matplotlib (the `train` extra) is missing."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise InputError("training draws metrics.png with matplotlib, which is not installed",
+                         "pip install 'latentsync[train]'")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The `run:` / `ckpt:` / `optimizer.lr` entries both trainers share, checked (see `run_settings`)."""
+
+    seed: int
+    max_train_steps: int | None  # None: no step limit
+    max_train_epochs: int | None  # None: no epoch limit
+    save_ckpt_steps: int
+    log_steps: int
+    validation_steps: int
+    lr: float
+
+    def total_steps(self, clips: int, samples_per_step: int) -> int:
+        """The step the run ends at: the step limit, or the end of the last epoch (a pass over the clips) if sooner."""
+        limits = [self.max_train_steps] if self.max_train_steps is not None else []
+        if self.max_train_epochs is not None:
+            limits.append(self.max_train_epochs * math.ceil(clips / samples_per_step))
+        return min(limits)
+
+
+def run_settings(config: Mapping[str, Any], *, seed: int, save_ckpt_steps: int) -> RunSettings:
+    """The shared run settings of a training config; `seed` and `save_ckpt_steps` are the trainer's published
+    defaults for a config without them. run.max_train_steps / max_train_epochs: absent or -1 means no limit,
+    but one of them must be set."""
+    run, ckpt = config.get("run") or {}, config.get("ckpt") or {}
+    steps, epochs = (_count(run, key, -1, allow_unset=True) for key in ("max_train_steps", "max_train_epochs"))
+    if steps is None and epochs is None:
+        raise InputError("the run would never end: run.max_train_steps and run.max_train_epochs are both unset or -1",
+                         "set run.max_train_steps (--max-steps) or run.max_train_epochs")
+    try:
+        seed, lr = int(run.get("seed", seed)), float((config.get("optimizer") or {}).get("lr", 1e-5))
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"run.seed and optimizer.lr must be numbers: {exc}") from exc
+    if not lr > 0:
+        raise InputError(f"optimizer.lr must be positive, got {lr}", "the published configs use 1e-5")
+    return RunSettings(
+        seed=seed, max_train_steps=steps, max_train_epochs=epochs, lr=lr,
+        save_ckpt_steps=_count(ckpt, "save_ckpt_steps", save_ckpt_steps, name="ckpt"),
+        log_steps=_count(run, "log_steps", 10), validation_steps=_count(run, "validation_steps", 2500),
+    )
+
+
+def _count(section: Mapping[str, Any], key: str, default: int, allow_unset: bool = False, *, name: str = "run"):
+    """A whole number >= 1 from a config section (-1: None, where `allow_unset`)."""
+    value = section.get(key, default)
+    if allow_unset and value == -1:
+        return None
+    if isinstance(value, float) and value.is_integer():  # YAML reads 1e4 as a float
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"{name}.{key} must be a whole number, got {value!r}")
+    if value < 1:
+        raise InputError(f"{name}.{key} must be at least 1, got {value}", "-1 means no limit" if allow_unset else None)
+    return value
+
+
+def configured_path(data: Mapping[str, Any], key: str) -> Path | None:
+    """`data.<key>` as a path, or None when empty (the packaged configs leave the authors' cluster paths empty)."""
+    value = data.get(key)
+    return Path(value).expanduser() if value else None
+
+
+def cache_folder(data: Mapping[str, Any], key: str, output_dir: Path) -> Path:
+    """The audio feature cache: `data.<key>` unless empty, else `output_dir/cache`; created and checked to be
+    writable (a clear error names the option to change)."""
+    folder = configured_path(data, key) or output_dir / "cache"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot write the audio feature cache {folder}: {exc}",
+                         f"set data.{key} (--cache-dir) to a writable folder") from exc
+    return folder
+
+
 @dataclass
 class DistInfo:
     """Where this process stands in the job."""
 
     rank: int
     world_size: int
-    local_rank: int
     device: torch.device
     is_main: bool
 
@@ -82,7 +168,7 @@ def setup_distributed(device: str | None = None) -> DistInfo:
         torch.cuda.set_device(wanted)
     if world_size > 1 and not torch_dist.is_initialized():
         torch_dist.init_process_group(backend="nccl" if wanted.type == "cuda" else "gloo")
-    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=wanted, is_main=rank == 0)
+    return DistInfo(rank=rank, world_size=world_size, device=wanted, is_main=rank == 0)
 
 
 def cleanup_distributed() -> None:
@@ -229,14 +315,23 @@ def load_training_state(
     """Restore model (and optimiser / scaler state when present) from a training checkpoint; returns its global step."""
     path = Path(path)
     try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"cannot read training checkpoint {path}: {exc}", "delete it to resume from an earlier one") from exc
-    if not isinstance(content, dict) or "state_dict" not in content:
+        content = read_checkpoint(path)
+    except CheckpointError as exc:
+        raise CheckpointError(exc.message, "delete it to resume from the checkpoint before it") from exc
+    if not isinstance(content, Mapping) or "state_dict" not in content:
         raise CheckpointError(f"{path} is not a training checkpoint", 'expected {"state_dict": ..., "global_step": N}')
-    unwrap_model(model).load_state_dict(content["state_dict"])
+    state, target = extract_state_dict(content), unwrap_model(model)
+    check_state_dict(target, state, str(path))
+    target.load_state_dict(state)
     if optimizer is not None and "optimizer" in content:
-        optimizer.load_state_dict(content["optimizer"])
+        try:
+            optimizer.load_state_dict(content["optimizer"])
+        except (ValueError, KeyError, IndexError, RuntimeError) as exc:
+            raise CheckpointError(
+                f"cannot restore the optimiser state of {path}: {exc}",
+                "run.trainable_modules or the optimizer settings changed since this checkpoint: restore them, "
+                "or start in a new output folder",
+            ) from exc
     if scaler is not None and "scaler" in content:
         scaler.load_state_dict(content["scaler"])
     return int(content.get("global_step", 0))

@@ -1,5 +1,5 @@
 """The pieces of the U-Net training objective (SPEC 10): training noise, the one-step clean-latent estimate, and
-the pixel-space losses of stage 2 (SyncNet, LPIPS, TREPA).
+the pixel-space losses of stage 2 (SyncNet, LPIPS, TREPA); and the SyncNet's own training loss.
 
 Frames are (B, F, 3, H, W) with values in [-1, 1] throughout (the dataset's layout). The frozen models may hold
 half-precision weights: inputs are cast to their dtype and every loss is returned in float32.
@@ -17,7 +17,6 @@ from torch import nn
 from ..models.lpips import LPIPS
 from ..models.syncnet import StableSyncNet
 from ..models.videomae import VideoMAE
-from .syncnet import syncnet_loss
 
 
 def frame_noise(like: torch.Tensor, alpha: float | None, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -47,6 +46,17 @@ def predicted_x0(noisy: torch.Tensor, noise_pred: torch.Tensor, alphas_cumprod: 
 def lower_half(images: torch.Tensor) -> torch.Tensor:
     """The bottom rows (from H // 2) of images (..., H, W): the mouth region the losses look at."""
     return images[..., images.shape[-2] // 2 :, :]
+
+
+def syncnet_loss(vision: torch.Tensor, audio: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean BCE loss, scores) for unit embeddings (B, D) and labels (B,) in {0, 1}; computed in fp32.
+
+    The score is the cosine similarity, clamped to [0, 1] only against rounding (both embeddings are >= 0).
+    """
+    scores = (vision.float() * audio.float()).sum(dim=1).clamp(0.0, 1.0)
+    with torch.autocast(vision.device.type, enabled=False):  # BCE is not autocast-safe in fp16
+        loss = F.binary_cross_entropy(scores, labels.float())
+    return loss, scores
 
 
 def sync_loss(

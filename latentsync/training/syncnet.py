@@ -5,10 +5,12 @@ Each sample is 16 aligned frames (lower half) and a mel window, in sync or from 
 ReLU), the loss is its binary cross-entropy against the label, and a score above 0.5 counts as "in sync".
 
 Config sections used: `model:` (the encoders), `data:` (clips, batch size, workers, frames, resolution,
-lower_half, caches, output folder), `optimizer:` (lr, max_grad_norm), `run:` (max_train_steps,
-validation_steps, mixed_precision_training, seed; this project adds `device`, `resume`, `log_steps` and
-`mixed_precision_dtype` = auto | bf16 | fp16),
+lower_half, caches, output folder), `optimizer:` (lr, max_grad_norm), `run:` (max_train_steps and / or
+max_train_epochs, validation_steps, mixed_precision_training, seed; this project adds `device`, `resume`,
+`log_steps` and `mixed_precision_dtype` = auto | bf16 | fp16),
 `ckpt:` (save_ckpt_steps; resume_ckpt_path = initial weights, e.g. the published stable_syncnet.pt).
+Empty data paths (as in the packaged configs, which drop the authors' cluster folders) count as not given: the
+cache goes to `<train_output_dir>/cache`, validation falls back to the training clips.
 Also added: `data.samples_per_clip` (a fixed set of samples per clip instead of fresh windows on every pass;
 for checking that a small model can learn a small set).
 
@@ -27,7 +29,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -38,31 +39,26 @@ from ..models.syncnet import load_syncnet
 from .common import (
     DistInfo,
     MetricsLog,
+    RunSettings,
     TrainSampler,
     all_reduce_sum,
     apply_overrides,
     autocast_and_scaler,
+    cache_folder,
+    check_plotting,
     cleanup_distributed,
+    configured_path,
     latest_checkpoint,
     load_training_state,
+    run_settings,
     save_checkpoint,
     seed_everything,
     setup_distributed,
     wrap_ddp,
 )
+from .losses import syncnet_loss
 
 log = logging.getLogger(__name__)
-
-
-def syncnet_loss(vision: torch.Tensor, audio: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean BCE loss, scores) for unit embeddings (B, D) and labels (B,) in {0, 1}; computed in fp32.
-
-    The score is the cosine similarity, clamped to [0, 1] only against rounding (both embeddings are >= 0).
-    """
-    scores = (vision.float() * audio.float()).sum(dim=1).clamp(0.0, 1.0)
-    with torch.autocast(vision.device.type, enabled=False):  # BCE is not autocast-safe in fp16
-        loss = F.binary_cross_entropy(scores, labels.float())
-    return loss, scores
 
 
 def train_syncnet(config_path: str | os.PathLike | Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Path:
@@ -72,27 +68,25 @@ def train_syncnet(config_path: str | os.PathLike | Mapping[str, Any], overrides:
     """
     config = apply_overrides(load_config(config_path), overrides)
     _check_config(config)
+    settings = run_settings(config, seed=42, save_ckpt_steps=2500)  # the published SyncNet values
+    check_plotting()
     dist = setup_distributed(config["run"].get("device"))
     try:
-        return _train(config, dist)
+        return _train(config, settings, dist)
     finally:
         cleanup_distributed()
 
 
-def _train(config: dict[str, Any], dist: DistInfo) -> Path:
+def _train(config: dict[str, Any], settings: RunSettings, dist: DistInfo) -> Path:
     data, run, opt, ckpt = config["data"], config["run"], config["optimizer"], config.get("ckpt", {})
     output_dir = Path(data.get("train_output_dir") or "debug/syncnet")
-    seed = int(run.get("seed", 42))
+    seed = settings.seed
     batch_size, accumulation = int(data["batch_size"]), int(data.get("gradient_accumulation_steps", 1))
-    max_steps = int(run["max_train_steps"])
-    validation_steps = int(run.get("validation_steps", 2500))
-    save_steps = int(ckpt.get("save_ckpt_steps", 2500))
-    log_steps = int(run.get("log_steps", 10))
 
     # Model and optimiser; every rank starts from the same weights (DDP also broadcasts rank 0's).
     seed_everything(seed)
     model = load_syncnet(config, ckpt.get("resume_ckpt_path") or None, device=dist.device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=float(opt["lr"]))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr)
     autocast, scaler = autocast_and_scaler(
         dist.device, bool(run.get("mixed_precision_training", False)), run.get("mixed_precision_dtype", "auto")
     )
@@ -107,12 +101,13 @@ def _train(config: dict[str, Any], dist: DistInfo) -> Path:
     ddp_model = wrap_ddp(model, dist)
 
     # Data: an endless, resumable stream of samples; validation on held-out clips, or on the training clips.
-    cache_dir = data.get("audio_mel_cache_dir") or output_dir / "cache"
     frames_args = dict(resolution=int(data["resolution"]), num_frames=int(data["num_frames"]),
-                       lower_half=bool(data.get("lower_half", True)), cache_dir=cache_dir)
-    train_clips = read_fileslist(data.get("train_fileslist") or None, data.get("train_data_dir") or None)
-    if data.get("val_fileslist") or data.get("val_data_dir"):
-        val_clips = read_fileslist(data.get("val_fileslist") or None, data.get("val_data_dir") or None)
+                       lower_half=bool(data.get("lower_half", True)),
+                       cache_dir=cache_folder(data, "audio_mel_cache_dir", output_dir))
+    train_clips = read_fileslist(configured_path(data, "train_fileslist"), configured_path(data, "train_data_dir"))
+    val_fileslist, val_data_dir = configured_path(data, "val_fileslist"), configured_path(data, "val_data_dir")
+    if val_fileslist or val_data_dir:
+        val_clips = read_fileslist(val_fileslist, val_data_dir, purpose="validation")
     else:
         log.warning("no validation clips given (data.val_fileslist / val_data_dir): validating on training clips")
         val_clips = train_clips
@@ -124,6 +119,7 @@ def _train(config: dict[str, Any], dist: DistInfo) -> Path:
     loader_args = dict(batch_size=batch_size, num_workers=workers, pin_memory=dist.device.type == "cuda")
     batches = iter(DataLoader(train_set, sampler=sampler, persistent_workers=workers > 0, **loader_args))
     metrics = MetricsLog(output_dir, start_step=step)
+    max_steps = settings.total_steps(len(train_set), batch_size * accumulation * dist.world_size)
     if dist.is_main:
         log.info("%d training clips, %d validation clips; step %d of %d", len(train_clips), len(val_clips), step, max_steps)
 
@@ -145,20 +141,20 @@ def _train(config: dict[str, Any], dist: DistInfo) -> Path:
         _optimizer_step(model, optimizer, scaler, float(opt.get("max_grad_norm", 1.0)))
         step += 1
 
-        if step % log_steps == 0 or step == max_steps:
+        if step % settings.log_steps == 0 or step == max_steps:
             loss_sum, correct, count = all_reduce_sum(totals).tolist()
             metrics.log(step, train_loss=loss_sum / count, train_acc=correct / count)
             if dist.is_main:
                 rate = (step - first_step) / max(time.time() - started, 1e-9)
                 log.info("step %d: train loss %.4f, acc %.3f (%.2f steps/s)", step, loss_sum / count, correct / count, rate)
             totals.zero_()
-        if step % validation_steps == 0 or step == max_steps:
+        if step % settings.validation_steps == 0 or step == max_steps:
             val_loss, val_acc = _validate(model, val_set, val_ids, loader_args, autocast, dist)
             metrics.log(step, val_loss=val_loss, val_acc=val_acc)
             metrics.plot()
             if dist.is_main:
                 log.info("step %d: validation loss %.4f, accuracy %.3f", step, val_loss, val_acc)
-        if step % save_steps == 0 or step == max_steps:
+        if step % settings.save_ckpt_steps == 0 or step == max_steps:
             save_checkpoint(output_dir, step, model, optimizer, scaler)
     return output_dir
 
@@ -203,10 +199,8 @@ def _check_config(config: Mapping[str, Any]) -> None:
     for section in ("model", "data", "optimizer", "run"):
         if not isinstance(config.get(section), Mapping):
             raise InputError(f"the config lacks its `{section}:` section", "start from configs/syncnet/syncnet_16_pixel_attn.yaml")
-    data, run = config["data"], config["run"]
+    data = config["data"]
     missing = [f"data.{k}" for k in ("batch_size", "num_frames", "resolution") if k not in data]
-    missing += [f"run.{k}" for k in ("max_train_steps",) if k not in run]
-    missing += [f"optimizer.{k}" for k in ("lr",) if k not in config["optimizer"]]
     if missing:
         raise InputError(f"the config lacks {', '.join(missing)}", "use the published SyncNet config layout")
     if data.get("latent_space"):
@@ -220,6 +214,3 @@ def _check_config(config: Mapping[str, Any]) -> None:
             f"model.visual_encoder.in_channels is {channels}, but {data['num_frames']} RGB frames give {3 * int(data['num_frames'])}",
             "make data.num_frames and the visual encoder's in_channels agree",
         )
-    for key in ("validation_steps", "max_train_steps", "log_steps"):
-        if key in run and int(run[key]) < 1:
-            raise InputError(f"run.{key} must be at least 1, got {run[key]}")

@@ -28,6 +28,10 @@ Keys this project adds to `run:`: `resume` (continue from the newest checkpoint 
 `validation` (default true: a video through the inference pipeline at every checkpoint), `zero_optimizer`
 (ZeRO-1 under torchrun: the AdamW state is sharded over the ranks) and `device`.
 
+The run ends at `run.max_train_steps` or after `run.max_train_epochs` passes over the clips, whichever comes
+first (-1 or absent: no limit). Empty data paths (as in the packaged configs, which drop the authors' cluster
+folders) count as not given: the audio feature cache goes to `<train_output_dir>/cache`.
+
 A new run starts from `ckpt.resume_ckpt_path` ("" = random weights; tensors that do not fit, e.g. the motion
 modules a stage-1 U-Net lacks, keep their initialisation) at step 0. Outputs in `data.train_output_dir`:
 `config.yaml` (pass it to `latentsync infer --unet-config` with a checkpoint), `checkpoints/checkpoint-<step>.pt`,
@@ -37,7 +41,6 @@ modules a stage-1 U-Net lacks, keep their initialisation) at step 0. Outputs in 
 from __future__ import annotations
 
 import logging
-import math
 import os
 from importlib import resources
 from pathlib import Path
@@ -67,14 +70,19 @@ from ..pipeline.mask import load_mouth_mask
 from .common import (
     DistInfo,
     MetricsLog,
+    RunSettings,
     TrainSampler,
     all_reduce_sum,
     apply_overrides,
     autocast_and_scaler,
     barrier,
+    cache_folder,
+    check_plotting,
     cleanup_distributed,
+    configured_path,
     latest_checkpoint,
     load_training_state,
+    run_settings,
     save_checkpoint,
     seed_everything,
     setup_distributed,
@@ -87,6 +95,7 @@ log = logging.getLogger(__name__)
 
 LOSS_TERMS = {"recon_loss": "recon_loss_weight", "sync_loss": "sync_loss_weight",
               "lpips_loss": "perceptual_loss_weight", "trepa_loss": "trepa_loss_weight"}  # fmt: skip
+RUN_DEFAULTS = {"seed": 1247, "save_ckpt_steps": 10000}  # the published U-Net values, for configs without them
 DEMO_VIDEO, DEMO_AUDIO = "assets/demo/demo_video.mp4", "assets/demo/demo_speech.flac"  # inside the package
 
 
@@ -97,16 +106,18 @@ def train_unet(config_path: str | os.PathLike | Mapping[str, Any], overrides: Ma
     a whole section may be replaced too ({"model": {...}}).
     """
     cfg = load_training_config(config_path, overrides)
+    settings = run_settings(cfg, **RUN_DEFAULTS)
+    check_plotting()
     dist = setup_distributed((cfg.get("run") or {}).get("device"))
     try:
-        return _train(cfg, dist)
+        return _train(cfg, settings, dist)
     finally:
         cleanup_distributed()
 
 
-def _train(cfg: dict[str, Any], dist: DistInfo) -> Path:
+def _train(cfg: dict[str, Any], settings: RunSettings, dist: DistInfo) -> Path:
     data, ckpt, run, opt = (cfg.get(name) or {} for name in ("data", "ckpt", "run", "optimizer"))
-    device, seed = dist.device, int(run.get("seed", 0))
+    device, seed = dist.device, settings.seed
     resolution, num_frames = int(data["resolution"]), int(data.get("num_frames", 16))
     batch_size = int(data.get("batch_size", 1))
     output_dir = Path(data["train_output_dir"]).expanduser()
@@ -134,13 +145,8 @@ def _train(cfg: dict[str, Any], dist: DistInfo) -> Path:
     paths = files.locate(wanted)
     if dist.is_main:
         barrier()
-    clips = read_fileslist(data.get("train_fileslist") or None, data.get("train_data_dir") or None)
-    cache_dir = Path(data.get("audio_embeds_cache_dir") or output_dir / "audio_cache")
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create the audio feature cache {cache_dir}: {exc}",
-                         "set data.audio_embeds_cache_dir to a writable folder") from exc
+    clips = read_fileslist(configured_path(data, "train_fileslist"), configured_path(data, "train_data_dir"))
+    cache_dir = cache_folder(data, "audio_embeds_cache_dir", output_dir)
 
     # ---- the U-Net: resumed from the output folder, or started from the configured weights ----
     seed_everything(seed)  # the same initial weights on every rank
@@ -150,7 +156,7 @@ def _train(cfg: dict[str, Any], dist: DistInfo) -> Path:
     trainable = select_trainable(unet, run.get("trainable_modules"))
     if checkpointing:
         unet.enable_gradient_checkpointing()
-    lr = float(opt.get("lr", 1e-5)) * (dist.world_size if opt.get("scale_lr", False) else 1)
+    lr = settings.lr * (dist.world_size if opt.get("scale_lr", False) else 1)
     warmup = max(1, int(opt.get("lr_warmup_steps", 0)))  # linear warm-up, then constant (the published schedule)
     if opt.get("lr_scheduler", "constant") not in ("constant", "constant_with_warmup"):
         raise InputError(f"optimizer.lr_scheduler {opt['lr_scheduler']!r} is not supported",
@@ -201,16 +207,15 @@ def _train(cfg: dict[str, Any], dist: DistInfo) -> Path:
     workers = int(data.get("num_workers", 0))
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                         pin_memory=device.type == "cuda", persistent_workers=workers > 0)
-    max_steps = int(run.get("max_train_steps", -1))
-    if max_steps < 0:
-        max_steps = int(run["max_train_epochs"]) * math.ceil(len(dataset) / (batch_size * dist.world_size))
-    save_every, log_every = int(ckpt.get("save_ckpt_steps", 1000)), int(run.get("log_steps", 10))
+    max_steps = settings.total_steps(len(dataset), batch_size * dist.world_size)
     if dist.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(output_dir / "config.yaml") as tmp:
             tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
     metrics = MetricsLog(output_dir, start_step=step)
-    validate = Validator(cfg, files, vae, whisper, mask, output_dir, autocast) if run.get("validation", True) else None
+    validate = None
+    if run.get("validation", True):
+        validate = Validator(cfg, seed, files, vae, whisper, mask, output_dir, autocast)
     model = wrap_ddp(unet, dist)
     window = torch.zeros(len(LOSS_TERMS) + 2, device=device)  # sums since the last log line: steps, loss, terms
 
@@ -265,14 +270,14 @@ def _train(cfg: dict[str, Any], dist: DistInfo) -> Path:
 
         zero = torch.zeros_like(loss)
         window += torch.stack([zero + 1, loss, *(terms.get(t, zero) for t in LOSS_TERMS)]).detach()
-        if step % log_every == 0 or step == max_steps:
+        if step % settings.log_steps == 0 or step == max_steps:
             count, total, *term_sums = all_reduce_sum(window).tolist()
             values = {"train_loss": total / count} | {t: v / count for t, v in zip(LOSS_TERMS, term_sums) if t in terms}
             metrics.log(step, **values, grad_norm=float(grad_norm), lr=optimizer.param_groups[0]["lr"])
             if dist.is_main:
                 log.info("step %d/%d: %s", step, max_steps, ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
             window.zero_()
-        if step % save_every == 0 or step == max_steps:
+        if step % settings.save_ckpt_steps == 0 or step == max_steps:
             if isinstance(optimizer, ZeroRedundancyOptimizer):
                 optimizer.consolidate_state_dict(to=0)  # every rank takes part; rank 0 writes the whole state
             save_checkpoint(output_dir, step, unet, optimizer, scaler)
@@ -288,7 +293,8 @@ def _train(cfg: dict[str, Any], dist: DistInfo) -> Path:
 def stage_loss_weights(run: Mapping[str, Any]) -> dict[str, float]:
     """Weight of each loss term from the `run:` section; the pixel-space terms are 0 unless
     `pixel_space_supervise` (stage 2), the SyncNet term also unless `use_syncnet`."""
-    weights = {term: float(run.get(key, 0.0)) for term, key in LOSS_TERMS.items()}
+    # Without an entry: the noise MSE counts fully (the published 1), the pixel-space terms not at all.
+    weights = {term: float(run.get(key, 1.0 if term == "recon_loss" else 0.0)) for term, key in LOSS_TERMS.items()}
     pixel_space = bool(run.get("pixel_space_supervise", False))
     if run.get("use_syncnet", False) and not pixel_space:
         raise InputError("run.use_syncnet needs run.pixel_space_supervise", "the latent-space SyncNet is not supported")
@@ -359,7 +365,7 @@ class WeightFiles:
 
 def _local_name(component: str) -> str:
     """The key of a component's file (the VAE: its folder) in `latentsync.weights.resolve`'s answer."""
-    return "sd-vae-ft-mse" if component == "vae" else published.COMPONENTS[component][0].local
+    return published.VAE_KEY if component == "vae" else published.COMPONENTS[component][0].local
 
 
 def load_initial_weights(unet: LatentSyncUNet, path: Path) -> None:
@@ -432,7 +438,8 @@ class Validator:
     """Lip-syncs the validation clip with the current U-Net through the inference pipeline (main process only)."""
 
     def __init__(
-        self, cfg: Mapping[str, Any], files: WeightFiles, vae, whisper, mask: np.ndarray, output_dir: Path, autocast
+        self, cfg: Mapping[str, Any], seed: int, files: WeightFiles, vae, whisper, mask: np.ndarray, output_dir: Path,
+        autocast,
     ):
         data, run = cfg["data"], cfg.get("run") or {}
         self.video = self._clip(data.get("val_video_path"), DEMO_VIDEO)
@@ -440,17 +447,23 @@ class Validator:
         self.files, self.vae, self.whisper, self.mask, self.autocast = files, vae, whisper, mask, autocast
         self.resolution = int(data["resolution"])
         self.steps, self.guidance = int(run.get("inference_steps", 20)), float(run.get("guidance_scale", 1.5))
-        self.seed = int(run.get("seed", 0))
+        self.seed = seed
         self.folder = output_dir / "val_videos"
         self.detector = None  # built at the first validation
 
     @staticmethod
     def _clip(path: str | None, demo: str) -> Path:
+        """The configured validation file, else the packaged demo (with a warning when a path was configured)."""
         found = packaged_or_path(path) if path else None
-        if found is None:
-            found = packaged_or_path(demo)
-            log.warning("validation file %s not found; validating on the packaged demo %s", path, found.name)
-        return found
+        if found is not None:
+            return found
+        packaged = packaged_or_path(demo)
+        if packaged is None:
+            raise InputError(f"the packaged validation demo {demo} is missing from this installation",
+                             "set data.val_video_path and data.val_audio_path, or run.validation: false")
+        if path:
+            log.warning("validation file %s not found; validating on the packaged demo %s", path, packaged.name)
+        return packaged
 
     def __call__(self, unet: LatentSyncUNet, step: int, is_main: bool) -> None:
         """Write `val_videos/val_video_<step>.mp4`; a failure is logged, never ends the training run."""
