@@ -59,38 +59,14 @@ class LipSyncPipeline:
         return next(self.unet.parameters()).dtype
 
     @classmethod
-    def from_pretrained(
-        cls,
-        version: str = "1.6",
-        *,
-        checkpoint_dir: str | os.PathLike | None = None,
-        offline: bool = False,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
-        unet_config: str | os.PathLike | None = None,
-        unet_checkpoint: str | os.PathLike | None = None,
-        vae: str | os.PathLike | None = None,
-        whisper: str | os.PathLike | None = None,
-        resolution: int | None = None,
-        face_backend: str = "auto",
-    ) -> "LipSyncPipeline":
-        """The published LatentSync `version` ("1.5": 256 px, "1.6": 512 px); any part can be overridden by a path."""
+    def from_pretrained(cls, version: str = "1.6", **options: Any) -> "LipSyncPipeline":
+        """The published LatentSync `version` ("1.5": 256 px, "1.6": 512 px), every file checked (and fetched)
+        before any model is built. Options, any part overridable by a path: see `loading.load_components`
+        (checkpoint_dir, offline, device, dtype, unet_config, unet_checkpoint, vae, whisper, resolution,
+        face_backend)."""
         from .loading import load_components
 
-        parts = load_components(
-            version,
-            checkpoint_dir=checkpoint_dir,
-            offline=offline,
-            device=device,
-            dtype=dtype,
-            unet_config=unet_config,
-            unet_checkpoint=unet_checkpoint,
-            vae=vae,
-            whisper=whisper,
-            resolution=resolution,
-            face_backend=face_backend,
-        )
-        return cls(**parts)
+        return cls(**load_components(version, **options))
 
     # ---- one chunk -------------------------------------------------------------------------------------------
 

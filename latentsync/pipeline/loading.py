@@ -39,7 +39,14 @@ def load_components(
     resolution: int | None = None,
     face_backend: str = "auto",
 ) -> dict[str, Any]:
-    """Keyword arguments for LipSyncPipeline: every file is checked (and fetched) before any model is built."""
+    """Keyword arguments for LipSyncPipeline: every file is checked (and fetched) before any model is built.
+
+    checkpoint_dir: weights in the published `checkpoints/` layout (default: the caches); offline: never download;
+    device, dtype: where and in what precision the models run (Whisper stays float32); unet_config,
+    unet_checkpoint, vae, whisper: local overrides of the published parts (a U-Net YAML, a .pt/.safetensors, a
+    diffusers VAE folder or Hub id, an openai-whisper file); resolution: face size (default: the config's
+    `data.resolution`); face_backend: "auto", "insightface" or "mediapipe".
+    """
     from ..audio import WhisperFeatures
     from ..face import create_detector
     from ..models import load_scheduler, load_unet, load_vae
