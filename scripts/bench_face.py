@@ -15,22 +15,17 @@ import tempfile
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
 from latentsync.face import FaceAligner, create_detector, track_faces
+from latentsync.media import read_frames
 from latentsync.face.detectors.insightface import InsightFaceDetector
 from latentsync.testing.face_onnx import random_landmarks, random_scrfd
 
 VIDEOS = [ROOT / "tests" / "data" / "media" / f"demo{i}_1080p.mp4" for i in (1, 2, 3)]
-
-
-def read_video(path: Path) -> np.ndarray:
-    with av.open(str(path)) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
 
 
 def seconds(fn) -> float:
@@ -61,7 +56,7 @@ def main() -> None:
     totals = {"frames": 0, "mediapipe": 0.0, "insightface_random": 0.0, "align": 0.0, "paste": 0.0}
 
     for path in VIDEOS:
-        frames = read_video(path)
+        frames = np.stack([frame for _, frame in read_frames(path)])
         n = len(frames)
         totals["frames"] += n
         track = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -18,6 +19,12 @@ AUDIO = DATA / "audio"
 def golden(name: str) -> dict[str, torch.Tensor]:
     """A golden safetensors file (tests/data/golden/<name>.safetensors) as a dict of tensors."""
     return load_file(str(GOLDEN / f"{name}.safetensors"))
+
+
+def psnr(a, b) -> float:
+    """Peak signal-to-noise ratio in dB of two uint8 images (or pixel sets); inf when identical."""
+    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
 def golden_config(name: str) -> dict:

@@ -12,6 +12,7 @@ import pytest
 from latentsync.errors import InputError
 from latentsync.face import Detections, FaceAligner, FaceSelection, FaceTrack, create_detector, track_faces
 from latentsync.face.detectors import FaceDetector
+from conftest import psnr
 from test_face_detect import read_frames
 
 # ------------------------------------------------------------------------------------ scripted detections
@@ -249,11 +250,6 @@ def test_grayscale_and_tiny_videos(detector):
     tiny = [cv2.resize(f, (36, 64), interpolation=cv2.INTER_AREA) for f in frames]
     track = track_faces(tiny, detector)
     assert (track.width, track.height) == (36, 64) and sum(track.counts.values()) == 5
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def _align_paste_round_trip(detector, name: str, min_psnr: float = 35.0) -> None:

@@ -17,7 +17,7 @@ from latentsync.media import VideoWriter, check_output_path, frame_schedule, pro
 from latentsync.media import video as video_module
 from latentsync.media.video import rotate_frame
 
-from conftest import AUDIO, MEDIA
+from conftest import AUDIO, MEDIA, psnr
 
 DEMO1 = MEDIA / "demo1_360p.mp4"  # 2 s, 25 fps, 360x640
 DEMO3 = MEDIA / "demo3_360p.mp4"  # 2 s, 30 fps
@@ -58,11 +58,6 @@ def gray_frames(count: int, size=(64, 64)) -> list[np.ndarray]:
 
 def frame_numbers(frames) -> list[int]:
     return [int(round((f.mean() - 10) / 7)) for f in frames]
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255**2 / max(mse, 1e-12)))
 
 
 @pytest.fixture
