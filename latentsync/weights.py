@@ -27,9 +27,11 @@ from .errors import MissingWeightsError
 from .fileio import atomic_path
 
 VAE_REPO = "stabilityai/sd-vae-ft-mse"  # the published VAE (its latent scaling: latentsync.models.vae)
-VAE_KEY = "sd-vae-ft-mse"  # its folder in the checkpoints/ layout, and its key in resolve()'s answer
+VAE_FOLDER = "sd-vae-ft-mse"  # its folder in the checkpoints/ layout
 VAE_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
 LPIPS_VGG_URL = "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth"
+# FID's Inception-v3 (the TensorFlow 2015-12-05 graph ported to PyTorch by pytorch-fid; torchvision key layout).
+FID_INCEPTION_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
 BUFFALO_L_URL = "https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip"
 
 
@@ -70,16 +72,24 @@ COMPONENTS: dict[str, tuple[WeightFile, ...]] = {
     "unet": (WeightFile("latentsync_unet.pt"),),
     "whisper": (WeightFile("whisper/tiny.pt"),),
     "syncnet": (WeightFile("stable_syncnet.pt"),),
-    "vae": tuple(WeightFile(f"{VAE_KEY}/{f}", repo=VAE_REPO, filename=f) for f in VAE_FILES),
+    "vae": tuple(WeightFile(f"{VAE_FOLDER}/{f}", repo=VAE_REPO, filename=f) for f in VAE_FILES),
     "face": tuple(
         WeightFile(f"auxiliary/models/buffalo_l/{f}", archive_url=BUFFALO_L_URL) for f in ("det_10g.onnx", "2d106det.onnx")
     ),
     "vgg16": (WeightFile("auxiliary/vgg16-397923af.pth"),),
     "lpips": (WeightFile("auxiliary/lpips_vgg_v0.1.pth", url=LPIPS_VGG_URL),),
     "videomae": (WeightFile("auxiliary/vit_g_hybrid_pt_1200e_ssv2_ft.pth"),),
+    # Evaluation and the data pipeline's filters.
+    "syncnet_v2": (WeightFile("auxiliary/syncnet_v2.model"),),  # original SyncNet (Sync-C / Sync-D, sync filter)
+    "s3fd": (WeightFile("auxiliary/sfd_face.pth"),),  # S3FD face detector of the evaluation
+    "i3d": (WeightFile("auxiliary/i3d_torchscript.pt"),),  # FVD features
+    "hyperiqa": (WeightFile("auxiliary/koniq_pretrained.pkl"),),  # visual-quality filter
+    "inception": (WeightFile("auxiliary/pt_inception-2015-12-05-6726825d.pth", url=FID_INCEPTION_URL),),  # FID
 }
 INFERENCE = ("unet", "whisper", "vae", "face")
 TRAINING = ("unet", "whisper", "vae", "face", "syncnet", "vgg16", "lpips", "videomae")
+EVALUATION = ("syncnet_v2", "s3fd", "i3d", "inception", "lpips")
+DATA_FILTERS = ("syncnet_v2", "s3fd", "hyperiqa")
 
 
 def get_version(version: str) -> Version:
@@ -163,12 +173,13 @@ def resolve(
     checkpoint_dir: str | os.PathLike | None = None,
     offline: bool = False,
 ) -> dict[str, Path]:
-    """Local paths of the components' files, keyed by their local name (e.g. "whisper/tiny.pt").
+    """Local paths of the components, keyed by component name ("unet", "vae", ...).
 
-    Missing files are downloaded unless `offline`; offline, every missing file is named in one error with
-    the command that fetches them. The VAE resolves to its folder under the key VAE_KEY.
+    A one-file component maps to its file; a component of several files (the VAE, the InsightFace models) maps to
+    the folder that holds them. Missing files are downloaded unless `offline`; offline, every missing file is named
+    in one error with the command that fetches them.
     """
-    components = list(components)
+    components = list(dict.fromkeys(components))
     ver = get_version(version)
     root = Path(checkpoint_dir).expanduser() if checkpoint_dir is not None else None
     unknown = [c for c in components if c not in COMPONENTS]
@@ -192,9 +203,10 @@ def resolve(
                 f"could not download {f.local} from {f.origin(ver)}: {exc}",
                 "check the network (or HF_ENDPOINT / HF_TOKEN), or copy the file into the checkpoint folder and use --offline",
             ) from exc
-    paths = {name: Path(p) for name, p in found.items()}
-    if "vae" in components:
-        paths[VAE_KEY] = paths[f"{VAE_KEY}/{VAE_FILES[0]}"].parent
+    paths = {}
+    for component in components:
+        files = [Path(found[f.local]) for f in COMPONENTS[component]]
+        paths[component] = files[0] if len(files) == 1 else files[0].parent
     return paths
 
 

@@ -134,8 +134,10 @@ def test_insightface_decodes_constant_graph_exactly(tmp_path):
 
 
 def test_insightface_random_weights_via_checkpoint_dir(tmp_path):
-    random_scrfd(tmp_path / DET_FILE, score_bias=-0.7)
-    random_landmarks(tmp_path / LANDMARK_FILE)
+    folder = tmp_path / "auxiliary/models/buffalo_l"  # the published layout
+    folder.mkdir(parents=True)
+    random_scrfd(folder / DET_FILE, score_bias=-0.7)
+    random_landmarks(folder / LANDMARK_FILE)
     det = create_detector("auto", checkpoint_dir=tmp_path)
     assert det.name == "insightface" and det.det_hw == (512, 512)
     frame = read_frames("demo1_360p.mp4", 1)[0]

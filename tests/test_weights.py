@@ -31,8 +31,9 @@ def test_local_folder_in_published_layout_resolves_offline(tmp_path):
         (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / f).write_bytes(b"x")
     paths = weights.resolve(weights.INFERENCE, "1.6", tmp_path, offline=True)
-    assert paths["latentsync_unet.pt"] == tmp_path / "latentsync_unet.pt"
-    assert paths["sd-vae-ft-mse"] == tmp_path / "sd-vae-ft-mse"
+    assert paths["unet"] == tmp_path / "latentsync_unet.pt"
+    assert paths["vae"] == tmp_path / "sd-vae-ft-mse"
+    assert paths["face"] == tmp_path / "auxiliary/models/buffalo_l"
     assert weights.has_components(["face"], "1.6", tmp_path)
     assert not weights.has_components(["syncnet"], "1.6", tmp_path)
 
@@ -49,7 +50,7 @@ def test_hub_cache_is_used_offline(tmp_path, monkeypatch):
 
     monkeypatch.setattr(fd, "HF_HUB_CACHE", str(cache), raising=False)
     paths = weights.resolve(["whisper"], "1.6", None, offline=True)
-    assert paths["whisper/tiny.pt"] == snap / "whisper" / "tiny.pt"
+    assert paths["whisper"] == snap / "whisper" / "tiny.pt"
 
 
 def test_download_places_hub_files_and_archive_members_in_layout(tmp_path, monkeypatch):
@@ -77,10 +78,10 @@ def test_download_places_hub_files_and_archive_members_in_layout(tmp_path, monke
     assert ("ByteDance/LatentSync-1.6", "latentsync_unet.pt") in calls
     assert (target / "sd-vae-ft-mse" / "config.json").read_bytes() == b"stabilityai/sd-vae-ft-mse/config.json"
     assert (target / "auxiliary/models/buffalo_l/det_10g.onnx").read_bytes() == b"det"
-    assert paths["auxiliary/models/buffalo_l/2d106det.onnx"].read_bytes() == b"lmk"
+    assert (paths["face"] / "2d106det.onnx").read_bytes() == b"lmk"
     # Nothing but the layout is left behind (temporary folders are removed).
     leftovers = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file())
-    assert paths["auxiliary/lpips_vgg_v0.1.pth"].read_bytes() == b"lpips"
+    assert paths["lpips"].read_bytes() == b"lpips"
     assert leftovers == [
         "auxiliary/lpips_vgg_v0.1.pth", "auxiliary/models/buffalo_l/2d106det.onnx", "auxiliary/models/buffalo_l/det_10g.onnx",
         "auxiliary/models/buffalo_l/w600k_r50.onnx", "latentsync_unet.pt",

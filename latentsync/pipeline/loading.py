@@ -58,11 +58,11 @@ def load_components(
     resolution = resolution or config_resolution(config, version_info.resolution)
     detector = create_detector(face_backend, checkpoint_dir=checkpoint_dir, device=str(device), offline=offline)
     return {
-        "unet": load_unet(config, unet_checkpoint or paths["latentsync_unet.pt"], device=device, dtype=dtype),
-        "vae": load_vae(vae or paths[weights.VAE_KEY], device=device, dtype=dtype, offline=offline),
+        "unet": load_unet(config, unet_checkpoint or paths["unet"], device=device, dtype=dtype),
+        "vae": load_vae(vae or paths["vae"], device=device, dtype=dtype, offline=offline),
         "scheduler": load_scheduler(),
         "resolution": resolution,
         # Whisper stays in float32: it is small, and its features feed every frame.
-        "audio_encoder": WhisperFeatures(whisper or paths["whisper/tiny.pt"], device=device),
+        "audio_encoder": WhisperFeatures(whisper or paths["whisper"], device=device),
         "face_detector": detector,
     }

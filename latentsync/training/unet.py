@@ -359,13 +359,13 @@ class WeightFiles:
                 published_components.append(component)
         if published_components:
             files = published.resolve(published_components, self.version, self.dir, self.offline)
-            found.update({c: files[_local_name(c)] for c in published_components})
+            found.update({c: files[c] for c in published_components})
         return found
 
 
 def _local_name(component: str) -> str:
-    """The key of a component's file (the VAE: its folder) in `latentsync.weights.resolve`'s answer."""
-    return published.VAE_KEY if component == "vae" else published.COMPONENTS[component][0].local
+    """A component's path in the published layout (the VAE: its folder)."""
+    return published.VAE_FOLDER if component == "vae" else published.COMPONENTS[component][0].local
 
 
 def load_initial_weights(unet: LatentSyncUNet, path: Path) -> None:

@@ -22,8 +22,8 @@ from .base import Detections, FaceDetector
 
 log = logging.getLogger(__name__)
 
-DET_FILE = "auxiliary/models/buffalo_l/det_10g.onnx"
-LANDMARK_FILE = "auxiliary/models/buffalo_l/2d106det.onnx"
+DET_FILE = "det_10g.onnx"  # inside the buffalo_l folder
+LANDMARK_FILE = "2d106det.onnx"
 
 STRIDES = (8, 16, 32)
 ANCHORS_PER_LOCATION = 2
@@ -171,8 +171,8 @@ class InsightFaceDetector(FaceDetector):
         offline: bool = False,
     ) -> "InsightFaceDetector":
         """The buffalo_l models found (or downloaded, unless offline) through `latentsync.weights`."""
-        paths = resolve(["face"], version, checkpoint_dir, offline)
-        return cls(Path(paths[DET_FILE]), Path(paths[LANDMARK_FILE]), device)
+        folder = resolve(["face"], version, checkpoint_dir, offline)["face"]
+        return cls(folder / DET_FILE, folder / LANDMARK_FILE, device)
 
     def detect_boxes(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Face boxes (K, 4) and scores (K,) in frame pixels, best first, for a checked RGB frame."""
