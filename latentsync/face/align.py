@@ -8,6 +8,9 @@ and float images become uint8 by truncation, not rounding (also as published).
 
 from __future__ import annotations
 
+import threading
+
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -20,7 +23,6 @@ TEMPLATE_SCALE = 2.8  # template scale at R = 256
 CROP_UNITS = (75, 100)  # crop (width, height) at scale 1
 FILL = 127.0  # grey used where a warp reads outside its source
 BIAS_KEEP = 0.2  # weight of the previous frame's nose bias in the published smoothing
-WARP_BATCH = 4  # frames converted to float at once by warp()
 PASTE_MARGIN = 8  # px of zero alpha kept around a pasted face (the published feather spills one pixel out)
 
 
@@ -38,23 +40,50 @@ def _homogeneous(mats: torch.Tensor) -> torch.Tensor:
     return torch.cat([mats, last], dim=1)
 
 
-def _warp(images: torch.Tensor, mats: torch.Tensor, out_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bilinear warp of (N, C, H, W) float32 images by source->destination pixel matrices (N, 2, 3).
+class _Canvas(threading.local):
+    """Per thread, a reusable float32 frame-sized image (1, 4, H, W): three colour channels, filled only where a
+    warp reads, and a channel of ones whose samples give the coverage. Reused, so a frame costs no allocation."""
 
-    Returns the warped images with zeros outside the source, and the coverage (N, 1, h, w): the same
-    warp applied to an all-ones image, i.e. how much of each output pixel came from inside the source.
+    image: torch.Tensor | None = None
+
+    def get(self, height: int, width: int, device: torch.device) -> torch.Tensor:
+        image = self.image
+        if image is None or image.shape[-2:] != (height, width) or image.device != device:
+            image = torch.zeros(1, 4, height, width, device=device)  # finite everywhere: never-read pixels are 0
+            image[:, 3] = 1
+            self.image = image
+        return image
+
+
+def _warp(frames: torch.Tensor, mats: torch.Tensor, out_hw: tuple[int, int], canvas: _Canvas) -> torch.Tensor:
+    """Bilinear warp of (N, H, W, 3) uint8 frames by source->destination pixel matrices (N, 2, 3) into
+    (N, h, w, 3) uint8 crops, the grey fill blended in where the warp reads outside the frame.
+
+    Like the published warp, each frame is sampled as a whole with grid_sample (same positions, same arithmetic),
+    but only the pixels its crop reads (its source box, a small part of a 1080p frame) are converted to float,
+    into a reused canvas. A frame's crop depends only on its frame and matrix, never on the rest of the batch.
     """
-    n, _, height, width = images.shape
-    src_unit = _pixel_to_unit(height, width).to(images.device)
-    dst_unit = _pixel_to_unit(*out_hw).to(images.device)
+    n, height, width = frames.shape[:3]
+    src_unit = _pixel_to_unit(height, width).to(mats.device)
+    dst_unit = _pixel_to_unit(*out_hw).to(mats.device)
     # Composed in float32 in this order, as the published (kornia) warp does: fewer 1-level flips.
     unit = dst_unit @ (_homogeneous(mats) @ torch.linalg.inv(src_unit))
     theta = torch.linalg.inv(unit)[:, :2]
     grid = F.affine_grid(theta, [n, 1, *out_hw], align_corners=True)
-    warped = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-    ones = images.new_ones(n, 1, height, width)
-    coverage = F.grid_sample(ones, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-    return warped, coverage
+    inverse = torch.linalg.inv(_homogeneous(mats))[:, :2]
+    image = canvas.get(height, width, mats.device)
+    crops = torch.full((n, *out_hw, 3), int(FILL), dtype=torch.uint8, device=mats.device)
+    for i in range(n):
+        # Every frame pixel a sample's bilinear neighbours can reach, with slack for float rounding. Outside this
+        # box the canvas holds zeros or other frames' pixels, never read.
+        box = _footprint(inverse[i : i + 1], out_hw[::-1], (width, height), margin=2)
+        if box is None:  # the crop reads nothing of its frame: all fill
+            continue
+        x0, y0, x1, y1 = box
+        image[0, :3, y0:y1, x0:x1] = frames[i, y0:y1, x0:x1].to(mats.device).permute(2, 0, 1)
+        sampled = F.grid_sample(image, grid[i : i + 1], mode="bilinear", padding_mode="zeros", align_corners=True)[0]
+        crops[i] = _to_uint8(sampled[:3] + (1 - sampled[3:]) * FILL).permute(1, 2, 0)
+    return crops
 
 
 def _sample_region(images: torch.Tensor, mats: torch.Tensor, box: tuple[int, int, int, int]):
@@ -207,6 +236,7 @@ class FaceAligner:
         self.template = np.array(TEMPLATE) * ratio
         self.crop_size = (int(CROP_UNITS[0] * ratio), int(CROP_UNITS[1] * ratio))  # (w, h)
         self.last_bias: np.ndarray | None = None
+        self._canvas = _Canvas()
 
     def matrices(self, landmarks3, prev_bias: np.ndarray | None = None) -> np.ndarray:
         """Smoothed source->template affine matrices (N, 2, 3) float64 for N consecutive frames.
@@ -256,13 +286,18 @@ class FaceAligner:
     @torch.no_grad()
     def crop(self, frames, mats):
         """Warp frames (N, H, W, 3) uint8 into (N, crop_h, crop_w, 3) uint8 crops, grey 127 outside the frame."""
-        return self._like(self._crop(frames, mats).permute(0, 2, 3, 1), frames)
+        return self._like(self._crop(frames, mats), frames)
 
     @torch.no_grad()
     def warp(self, frames, mats):
         """Aligned faces (N, R, R, 3) uint8: the crop resized to R x R with OpenCV Lanczos-4 (aspect not kept)."""
-        out = resize_lanczos4(self._crop(frames, mats), (self.resolution, self.resolution))
-        return self._like(out.permute(0, 2, 3, 1), frames)
+        crops, size = self._crop(frames, mats), self.resolution
+        if crops.device.type == "cpu":  # OpenCV itself: on a CPU much faster than the matrix products of its port
+            resized = [cv2.resize(crop, (size, size), interpolation=cv2.INTER_LANCZOS4) for crop in crops.numpy()]
+            out = torch.from_numpy(np.stack(resized))
+        else:
+            out = resize_lanczos4(crops.permute(0, 3, 1, 2), (size, size)).permute(0, 2, 3, 1)
+        return self._like(out, frames)
 
     @torch.no_grad()
     def paste(self, frames, faces, mats):
@@ -292,18 +327,11 @@ class FaceAligner:
         return self._like(out, frames)
 
     def _crop(self, frames, mats) -> torch.Tensor:
-        """Crops as (N, 3, crop_h, crop_w) uint8 on the device."""
+        """Crops as (N, crop_h, crop_w, 3) uint8 on the device."""
         src = _check_frames(frames)
         m = _check_mats(mats, src.shape[0]).to(self.device, torch.float32)
         crop_w, crop_h = self.crop_size
-        crops = []
-        # Whole frames are sampled (a sub-region would change the float rounding of the published warp), a few
-        # at a time so that the float copies of large frames stay small.
-        for part, part_m in zip(src.split(WARP_BATCH), m.split(WARP_BATCH)):
-            images = part.to(self.device).permute(0, 3, 1, 2).float()
-            warped, coverage = _warp(images, part_m, (crop_h, crop_w))
-            crops.append(_to_uint8(warped + (1 - coverage) * FILL))
-        return torch.cat(crops)
+        return _warp(src, m, (crop_h, crop_w), self._canvas)
 
     def _faces_as_unit(self, faces, count: int) -> torch.Tensor:
         """Faces as (N, 3, R, R) float32 in [-1, 1] on the device."""
