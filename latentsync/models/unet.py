@@ -244,6 +244,14 @@ class LatentSyncUNet(nn.Module):
                 "use Whisper tiny features (5 layers x 384 per encoder frame)",
             )
 
+    @staticmethod
+    def _up(block: UpBlock, x: torch.Tensor, skips: list[torch.Tensor], temb, audio, frames: int):
+        """One up block on `x`, consuming its skip connections from the end of `skips`; returns x and the rest."""
+        n = len(block.resnets)
+        block_skips, skips = skips[-n:], skips[:-n]
+        upsample_size = skips[-1].shape[-2:] if skips else None
+        return block(x, block_skips, temb, audio, frames, upsample_size), skips
+
     def forward(
         self, sample: torch.Tensor, timestep: torch.Tensor | int, audio_embeds: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -252,6 +260,32 @@ class LatentSyncUNet(nn.Module):
         sample: (B, 13, F, H, W); timestep: int, 0-d, or (1,) / (B,) tensor; audio_embeds: (B, F, tokens, 384)
         (ignored, and may be None, when the config has no audio layer). Returns (B, 4, F, H, W).
         """
+        return self.forward_split(sample, timestep, audio_embeds)[0]
+
+    @property
+    def shallow_levels(self) -> int:
+        """How many resolution levels a shallow branch (`forward_split`) may keep: all but the deepest."""
+        return len(self.down_blocks) - 1
+
+    def forward_split(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | int,
+        audio_embeds: torch.Tensor | None = None,
+        *,
+        levels: int = 1,
+        deep: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The forward pass seen as a shallow branch (the outer `levels` resolution levels: their down layers and
+        up blocks) around a deep one (everything below). Returns the noise and the deep branch's output, the
+        features that enter the shallow up blocks.
+
+        Without `deep` this is the whole forward pass (`forward` is this). With `deep` (the second result of an
+        earlier call on a same-shaped sample) the deep branch is not run: those features are used instead and
+        only the shallow branch is computed, at this call's sample and timestep (DeepCache's step reuse).
+        """
+        if not 1 <= levels <= self.shallow_levels:
+            raise InputError(f"levels must be between 1 and {self.shallow_levels}, got {levels}")
         self._check_inputs(sample, audio_embeds)
         batch, frames = sample.shape[0], sample.shape[2]
         timestep = torch.as_tensor(timestep, device=sample.device).reshape(-1)
@@ -266,22 +300,31 @@ class LatentSyncUNet(nn.Module):
         if self.config.add_audio_layer:
             audio = rearrange(audio_embeds.to(sample.dtype), "b f n c -> (b f) n c")
 
+        reuse = deep is not None
+        if reuse and deep.shape[0] != batch * frames:
+            raise InputError(
+                f"reused deep features hold {deep.shape[0]} frames, this call {batch} x {frames}",
+                "reuse features only between steps of the same chunk",
+            )
         x = self.conv_in(rearrange(sample, "b c f h w -> (b f) c h w"))
         skips = [x]
-        for block in self.down_blocks:
-            x, block_skips = block(x, temb, audio, frames)
+        for i, block in enumerate(self.down_blocks[:levels] if reuse else self.down_blocks):
+            # Reusing, the last shallow level's downsampled output (it feeds only the deep branch) is not computed.
+            x, block_skips = block(x, temb, audio, frames, downsample=not reuse or i < levels - 1)
             skips += block_skips
 
-        x = self.mid_block(x, temb, audio, frames)
-
-        for block in self.up_blocks:
-            n = len(block.resnets)
-            block_skips, skips = skips[-n:], skips[:-n]
-            upsample_size = skips[-1].shape[-2:] if skips else None
-            x = block(x, block_skips, temb, audio, frames, upsample_size)
+        first_shallow = len(self.up_blocks) - levels
+        if not reuse:
+            x = self.mid_block(x, temb, audio, frames)
+            for block in self.up_blocks[:first_shallow]:
+                x, skips = self._up(block, x, skips, temb, audio, frames)
+            deep = x
+        x = deep
+        for block in self.up_blocks[first_shallow:]:
+            x, skips = self._up(block, x, skips, temb, audio, frames)
 
         x = self.conv_out(self.conv_act(self.conv_norm_out(x, frames)))
-        return rearrange(x, "(b f) c h w -> b c f h w", b=batch).contiguous()
+        return rearrange(x, "(b f) c h w -> b c f h w", b=batch).contiguous(), deep
 
 
 def load_unet(

@@ -151,14 +151,15 @@ class DownBlock(_Block):
         )
 
     def forward(
-        self, x: torch.Tensor, temb: torch.Tensor, audio: torch.Tensor | None, frames: int
+        self, x: torch.Tensor, temb: torch.Tensor, audio: torch.Tensor | None, frames: int, downsample: bool = True
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Returns the output and the skip connections it produced (one per layer, plus the downsampled one)."""
+        """Returns the output and the skip connections it produced (one per layer, plus the downsampled one).
+        `downsample=False` stops before the downsampler (for a caller that needs only the layers' outputs)."""
         skips = []
         for i in range(len(self.resnets)):
             x = self._layer_step(i, x, temb, audio, frames)
             skips.append(x)
-        if self.downsamplers is not None:
+        if self.downsamplers is not None and downsample:
             x = self._run(self.downsamplers[0], x)
             skips.append(x)
         return x, skips
