@@ -12,7 +12,8 @@ import torch
 
 from conftest import AUDIO, DATA, GOLDEN, golden
 from latentsync.audio import WhisperFeatures, load_audio
-from latentsync.audio.whisper import BAND_SECONDS, RAMP_SECONDS, WhisperDims, WhisperEncoder
+from latentsync.audio.whisper import BAND_SECONDS, RAMP_SECONDS
+from latentsync.models.whisper import WhisperDims, WhisperEncoder
 from latentsync.errors import CheckpointError, InputError
 
 TINY = WhisperDims(n_mels=80, n_audio_ctx=1500, n_audio_state=384, n_audio_head=6, n_audio_layer=4)
