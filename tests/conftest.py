@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+
+import av
 
 import numpy as np
 import pytest
@@ -25,6 +28,27 @@ def psnr(a, b) -> float:
     """Peak signal-to-noise ratio in dB of two uint8 images (or pixel sets); inf when identical."""
     mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
     return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
+def fixture_frames(name: str, limit: int | None = None) -> list[np.ndarray]:
+    """RGB frames of a test video in tests/data/media, as stored (no resampling; at most `limit`)."""
+    with av.open(str(MEDIA / name)) as container:
+        frames = []
+        for frame in container.decode(video=0):
+            frames.append(frame.to_ndarray(format="rgb24"))
+            if limit is not None and len(frames) == limit:
+                break
+    return frames
+
+
+def unwritable_folder(tmp_path: Path) -> Path:
+    """A folder this process cannot write into: a read-only one, or for root (who may write anywhere) /sys."""
+    if os.geteuid() == 0:
+        return Path("/sys")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    return locked
 
 
 def golden_config(name: str) -> dict:

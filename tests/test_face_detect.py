@@ -4,11 +4,10 @@ the anchor-point definitions, backend choice and bad frames."""
 from __future__ import annotations
 
 
-import av
 import numpy as np
 import pytest
 
-from conftest import GOLDEN, MEDIA
+from conftest import GOLDEN, fixture_frames
 from latentsync.errors import InputError, MissingWeightsError
 from latentsync.face import create_detector, track_faces
 from latentsync.face.detectors.insightface import (
@@ -22,17 +21,6 @@ from latentsync.face.detectors.insightface import (
 from latentsync.face.landmarks import anchors_from_106, anchors_from_mesh, round_anchors
 from latentsync.testing.face_onnx import constant_landmarks, constant_scrfd, random_landmarks, random_scrfd
 
-
-
-def read_frames(name: str, limit: int | None = None) -> list[np.ndarray]:
-    """RGB frames of a test video (at most `limit`)."""
-    with av.open(str(MEDIA / name)) as container:
-        frames = []
-        for frame in container.decode(video=0):
-            frames.append(frame.to_ndarray(format="rgb24"))
-            if limit is not None and len(frames) == limit:
-                break
-    return frames
 
 
 # ---------------------------------------------------------------------------------------------- ONNX graphs
@@ -140,7 +128,7 @@ def test_insightface_random_weights_via_checkpoint_dir(tmp_path):
     random_landmarks(folder / LANDMARK_FILE)
     det = create_detector("auto", checkpoint_dir=tmp_path)
     assert det.name == "insightface" and det.det_hw == (512, 512)
-    frame = read_frames("demo1_360p.mp4", 1)[0]
+    frame = fixture_frames("demo1_360p.mp4", 1)[0]
     found = det.detect(frame)
     assert len(found) > 0, "these random weights give some detections"
     assert found.boxes.shape[1:] == (4,) and found.points.shape[1:] == (3, 2)
@@ -156,7 +144,7 @@ def test_insightface_never_fires_on_low_scores_and_tracks_nothing(tmp_path):
     det = InsightFaceDetector(
         random_scrfd(tmp_path / "d.onnx", score_bias=-20.0), random_landmarks(tmp_path / "l.onnx")
     )
-    frames = read_frames("demo2_360p.mp4", 3)
+    frames = fixture_frames("demo2_360p.mp4", 3)
     assert len(det.detect(frames[0])) == 0
     track = track_faces(frames, det)
     assert track.counts == {"found": 0, "interpolated": 0, "absent": 3} and track.backend == "insightface"
@@ -183,7 +171,7 @@ def mediapipe_detector():
 
 
 def _finds_face_on_every_frame(detector, name: str) -> None:
-    frames = read_frames(name)
+    frames = fixture_frames(name)
     track = track_faces(frames, detector)
     assert track.counts == {"found": len(frames), "interpolated": 0, "absent": 0}, name
     # The anchors are where a face's are: brows side by side above the nose, inside the face box.
@@ -215,7 +203,7 @@ def test_mediapipe_anchors_match_published_insightface_anchors(mediapipe_detecto
     brow_distance = np.linalg.norm(reference[:, 1] - reference[:, 0], axis=1).mean()  # about 105 px
     for name, scale in (("demo1_1080p.mp4", 1), ("demo1_360p.mp4", 3)):
         mediapipe_detector.reset()
-        ours = np.stack([mediapipe_detector.detect_next(f).points[0] for f in read_frames(name, 6)]) * scale
+        ours = np.stack([mediapipe_detector.detect_next(f).points[0] for f in fixture_frames(name, 6)]) * scale
         error = ours - reference
         assert np.linalg.norm(error, axis=2).mean() < 0.06 * brow_distance, name  # InsightFace jitters as much
         assert np.linalg.norm(error.mean(axis=0), axis=1).max() < 0.05 * brow_distance, name  # no clear bias
@@ -226,7 +214,7 @@ def test_mediapipe_anchors_match_published_insightface_anchors(mediapipe_detecto
 
 
 def test_grayscale_frames_are_converted(mediapipe_detector):
-    frame = read_frames("demo2_360p.mp4", 1)[0]
+    frame = fixture_frames("demo2_360p.mp4", 1)[0]
     gray = (frame.astype(np.float32) @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
     for variant in (gray, gray[:, :, None]):
         found = mediapipe_detector.detect(variant)
@@ -234,7 +222,7 @@ def test_grayscale_frames_are_converted(mediapipe_detector):
 
 
 def test_tiny_and_invalid_frames(mediapipe_detector):
-    frame = read_frames("demo1_360p.mp4", 1)[0]
+    frame = fixture_frames("demo1_360p.mp4", 1)[0]
     import cv2
 
     tiny = cv2.resize(frame, (36, 64), interpolation=cv2.INTER_AREA)
@@ -250,7 +238,7 @@ def test_tiny_and_invalid_frames(mediapipe_detector):
 
 
 def test_face_cut_by_the_frame_edge_does_not_crash(mediapipe_detector):
-    frames = read_frames("demo1_360p.mp4", 10)
+    frames = fixture_frames("demo1_360p.mp4", 10)
     cut = [np.ascontiguousarray(f[:, 194:]) for f in frames]  # the cut runs through the middle of the face
     found = mediapipe_detector.detect(cut[0])
     assert np.isfinite(found.boxes).all() and np.isfinite(found.points).all()

@@ -12,8 +12,7 @@ import pytest
 from latentsync.errors import InputError
 from latentsync.face import Detections, FaceAligner, FaceSelection, FaceTrack, create_detector, track_faces
 from latentsync.face.detectors import FaceDetector
-from conftest import psnr
-from test_face_detect import read_frames
+from conftest import fixture_frames, psnr
 
 # ------------------------------------------------------------------------------------ scripted detections
 
@@ -196,7 +195,7 @@ def detector():
 
 
 def test_blanked_frames_keep_the_frame_count(detector):
-    frames = read_frames("demo1_360p.mp4")
+    frames = fixture_frames("demo1_360p.mp4")
     no_face = cv2.resize(frames[0][:150], (frames[0].shape[1], frames[0].shape[0]))  # background above the head
     for i in (8, 9, 10):
         frames[i] = np.zeros_like(frames[i])
@@ -212,7 +211,7 @@ def test_blanked_frames_keep_the_frame_count(detector):
 def _two_faces(n: int, zoom_left_from: int | None = None) -> list[np.ndarray]:
     """demo1 (left, smaller face) and demo2 (right) side by side; optionally the left one zooms in
     gradually (about its face) until it is the larger face."""
-    left, right = read_frames("demo1_360p.mp4", n), read_frames("demo2_360p.mp4", n)
+    left, right = fixture_frames("demo1_360p.mp4", n), fixture_frames("demo2_360p.mp4", n)
     frames = []
     for i, (a, b) in enumerate(zip(left, right)):
         if zoom_left_from is not None and i >= zoom_left_from:
@@ -244,7 +243,7 @@ def test_two_faces_choice_and_following(detector):
 
 
 def test_grayscale_and_tiny_videos(detector):
-    frames = read_frames("demo3_360p.mp4", 5)
+    frames = fixture_frames("demo3_360p.mp4", 5)
     gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
     assert track_faces(gray, detector).counts["found"] == 5
     tiny = [cv2.resize(f, (36, 64), interpolation=cv2.INTER_AREA) for f in frames]
@@ -253,7 +252,7 @@ def test_grayscale_and_tiny_videos(detector):
 
 
 def _align_paste_round_trip(detector, name: str, min_psnr: float = 35.0) -> None:
-    frames = read_frames(name)
+    frames = fixture_frames(name)
     track = track_faces(frames, detector)
     assert track.present.all()
     aligner = FaceAligner(256)
@@ -281,7 +280,7 @@ def test_align_paste_round_trip_1080p(detector, name):
 
 
 def test_face_cut_by_the_frame_top_aligns_and_pastes(detector):
-    frames = [np.ascontiguousarray(f[220:]) for f in read_frames("demo1_360p.mp4", 6)]  # cut just below the brows
+    frames = [np.ascontiguousarray(f[220:]) for f in fixture_frames("demo1_360p.mp4", 6)]  # cut just below the brows
     track = track_faces(frames, detector)
     assert sum(track.counts.values()) == 6
     if track.present.any():

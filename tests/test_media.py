@@ -17,7 +17,7 @@ from latentsync.media import VideoWriter, check_output_path, frame_schedule, pro
 from latentsync.media import video as video_module
 from latentsync.media.video import rotate_frame
 
-from conftest import AUDIO, MEDIA, psnr
+from conftest import AUDIO, MEDIA, psnr, unwritable_folder
 
 DEMO1 = MEDIA / "demo1_360p.mp4"  # 2 s, 25 fps, 360x640
 DEMO3 = MEDIA / "demo3_360p.mp4"  # 2 s, 30 fps
@@ -387,16 +387,6 @@ def test_check_output_path(tmp_path):
     new = tmp_path / "new" / "folder" / "out.MKV"
     assert check_output_path(new, video, SPEECH) == new
     assert not new.parent.exists()  # the check touches nothing
-
-
-def unwritable_folder(tmp_path: Path) -> Path:
-    """A folder this process cannot write into: a read-only one, or for root (who may write anywhere) /sys."""
-    if os.geteuid() == 0:
-        return Path("/sys")
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o500)
-    return locked
 
 
 def test_check_output_path_unwritable_folder(tmp_path):

@@ -9,15 +9,15 @@ import av
 import numpy as np
 import pytest
 
-from conftest import AUDIO, MEDIA
+from conftest import AUDIO, MEDIA, unwritable_folder
 from latentsync.audio import SAMPLE_RATE, load_audio, save_wav
 from latentsync.cli import main
 from latentsync.errors import InputError, NoFaceError
-from latentsync.face import FaceTrack
+from latentsync.face import FaceTrack, create_detector, detect_video_track, track_matrices
 from latentsync.media import frame_schedule, read_frames
 from latentsync.pipeline import LipSyncPipeline
+from latentsync.pipeline.threads import BackgroundWorker, prefetch
 from latentsync.testing import write_random_models
-from test_media import unwritable_folder
 
 STEPS = 2
 
@@ -81,7 +81,7 @@ def test_cut_when_the_audio_is_shorter(pipe, tmp_path):
     video = MEDIA / "demo1_360p.mp4"  # 2 s, 50 frames
     speech = write_speech(tmp_path / "speech.wav", 1.2)
     out = pipe(video, speech, tmp_path / "out.mp4", num_inference_steps=STEPS, seed=0, progress=False,
-               save_track=tmp_path / "track.json")
+               save_track=tmp_path / "track.json").path
     track = FaceTrack.load(tmp_path / "track.json")
     assert track.num_frames == 50 and track.present.all()
     check_output(out, video, 1.2, track)
@@ -92,7 +92,7 @@ def test_ping_pong_when_the_audio_is_longer_and_30fps_input(pipe, tmp_path):
     video = MEDIA / "demo3_360p.mp4"  # 2 s at 30 fps: 50 frames at 25 fps
     speech = write_speech(tmp_path / "speech.wav", 3.0)
     out = pipe(video, speech, tmp_path / "out.mp4", num_inference_steps=STEPS, seed=0, progress=False,
-               save_track=tmp_path / "track.npz")
+               save_track=tmp_path / "track.npz").path
     track = FaceTrack.load(tmp_path / "track.npz")
     assert track.num_frames == 50
     check_output(out, video, 3.0, track)
@@ -103,8 +103,8 @@ def test_ping_pong_when_the_audio_is_longer_and_30fps_input(pipe, tmp_path):
 def test_reusing_a_track_and_returning_frames(pipe, tmp_path):
     video = MEDIA / "demo2_360p.mp4"
     speech = write_speech(tmp_path / "speech.wav", 0.64)
-    first = pipe(video, speech, None, num_inference_steps=STEPS, seed=3, progress=False, save_track=tmp_path / "t.json")
-    again = pipe(video, speech, None, num_inference_steps=STEPS, seed=3, progress=False, track=tmp_path / "t.json")
+    first = pipe(video, speech, None, num_inference_steps=STEPS, seed=3, progress=False, save_track=tmp_path / "t.json").frames
+    again = pipe(video, speech, None, num_inference_steps=STEPS, seed=3, progress=False, track=tmp_path / "t.json").frames
     assert first.shape == (16, 640, 360, 3) and first.dtype == np.uint8
     np.testing.assert_array_equal(first, again)  # same seed, same track: the same frames
     # A track of another video (here: too short) is refused before any generation.
@@ -142,7 +142,8 @@ def test_cli_track_then_infer_with_overrides(tiny, tmp_path, capsys):
         "--vae", str(tiny["vae"]), "--whisper", str(tiny["whisper"]), "--track", str(tmp_path / "track.json"),
         "--offline", "--steps", str(STEPS), "--seed", "1", "--quiet",
     ])
-    assert code == 0 and probe(out)["frames"].shape[0] == 16
+    assert code == 0
+    check_output(out, video, 0.64, FaceTrack.load(tmp_path / "track.json"))
 
 
 def _bad_input_cases(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
@@ -177,3 +178,91 @@ def test_bad_inputs_fail_before_any_model_is_loaded(tmp_path, capsys):
         assert err.startswith("latentsync: error:") and "Traceback" not in err, (name, err)
         assert needle.lower() in err.lower(), (name, err)
         assert "missing_unet" not in err, (name, err)
+
+
+@pytest.fixture(scope="module")
+def demo3_track() -> FaceTrack:
+    with create_detector("mediapipe") as detector:
+        return detect_video_track(MEDIA / "demo3_360p.mp4", detector)
+
+
+def test_ping_pong_chunks_follow_output_positions(pipe, demo3_track, tmp_path, monkeypatch):
+    """On the reversed pass too, each chunk takes the audio of its output frames and the matrices of the video
+    frames it shows."""
+    speech = write_speech(tmp_path / "speech.wav", 3.0)  # 75 output frames from 50 video frames
+    windows, paste = pipe.audio_encoder.windows, pipe.aligner.paste
+    starts, mats_used = [], []
+
+    def spy_windows(features, num_frames, start=0):
+        starts.append((start, num_frames))
+        return windows(features, num_frames, start)
+
+    def spy_paste(frames, faces, mats):
+        mats_used.append(mats)
+        return paste(frames, faces, mats)
+
+    monkeypatch.setattr(pipe.audio_encoder, "windows", spy_windows)
+    monkeypatch.setattr(pipe.aligner, "paste", spy_paste)
+    result = pipe(MEDIA / "demo3_360p.mp4", speech, None, num_inference_steps=1, seed=0, progress=False,
+                  track=demo3_track)
+    assert result.frames.shape[0] == 75 and result.path is None
+    assert starts == [(0, 16), (16, 16), (32, 16), (48, 16), (64, 11)]
+    expected = track_matrices(pipe.aligner, demo3_track)[frame_schedule(50, 75)]
+    np.testing.assert_array_equal(np.concatenate(mats_used), expected)
+
+
+def test_progress_callback_sees_every_stage_and_can_stop_the_job(pipe, demo3_track, tmp_path):
+    speech = write_speech(tmp_path / "speech.wav", 1.0)
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def on_progress(stage, done, total):
+        seen.append((stage, done, total))
+        if stage == "lip-sync" and done >= 16:
+            raise Stop
+
+    with pytest.raises(Stop):
+        pipe(MEDIA / "demo3_360p.mp4", speech, tmp_path / "out.mp4", num_inference_steps=1, progress=False,
+             track=demo3_track, on_progress=on_progress)
+    assert seen == [("audio", 0, 1), ("audio", 1, 1), ("lip-sync", 16, 25)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["speech.wav"]  # no output, no temporary file
+
+
+@pytest.mark.parametrize("stage", ["warp", "paste"])  # the align thread ahead of the model, the paste thread after it
+def test_errors_in_background_stages_reach_the_caller(pipe, demo3_track, tmp_path, monkeypatch, stage):
+    def broken(*args, **kwargs):
+        raise RuntimeError(f"{stage} failed")
+
+    monkeypatch.setattr(pipe.aligner, stage, broken)
+    speech = write_speech(tmp_path / "speech.wav", 1.0)
+    with pytest.raises(RuntimeError, match=f"{stage} failed"):
+        pipe(MEDIA / "demo3_360p.mp4", speech, tmp_path / "out.mp4", num_inference_steps=1, progress=False,
+             track=demo3_track)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["speech.wav"]
+
+
+def test_thread_helpers_hand_errors_over():
+    def numbers():
+        yield 1
+        raise ValueError("producer failed")
+
+    got = []
+    with pytest.raises(ValueError, match="producer failed"):
+        for item in prefetch(numbers(), depth=2):
+            got.append(item)
+    assert got == [1]
+
+    done = []
+
+    def work(item):
+        if item == 2:
+            raise KeyError("worker failed")
+        done.append(item)
+
+    with pytest.raises(KeyError, match="worker failed"):
+        with BackgroundWorker(work) as worker:
+            for item in range(5):
+                worker.submit(item)
+    assert done == [0, 1]  # nothing after the failing item is processed

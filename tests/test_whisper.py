@@ -12,7 +12,9 @@ import torch
 
 from conftest import AUDIO, DATA, GOLDEN, golden
 from latentsync.audio import WhisperFeatures, load_audio
-from latentsync.audio.whisper import BAND_SECONDS, RAMP_SECONDS, WhisperDims, WhisperEncoder
+from latentsync.audio.mel import whisper_log_mel
+from latentsync.audio.whisper import BAND_SECONDS, RAMP_SECONDS
+from latentsync.models.whisper import WhisperDims, WhisperEncoder
 from latentsync.errors import CheckpointError, InputError
 
 TINY = WhisperDims(n_mels=80, n_audio_ctx=1500, n_audio_state=384, n_audio_head=6, n_audio_layer=4)
@@ -126,9 +128,19 @@ def test_loads_openai_format_file(tmp_path: Path, speech):
     whisper = WhisperFeatures(path)
     assert whisper.dims == TINY
     torch.testing.assert_close(whisper.encoder.positional_embedding, state["encoder.positional_embedding"].float())
-    features = whisper.features(speech[1][: 2 * 16000])
-    assert features.shape == (100, 5, 384) and torch.isfinite(features).all()
-    assert whisper.windows(features, 50).shape == (50, 50, 384)
+    wav = speech[1][: 2 * 16000]
+    features = whisper.features(wav)
+    # The same weights run by hand on the padded 30 s log-mel: the first 100 encoder frames are the 2 s clip's.
+    encoder = WhisperEncoder(TINY).eval()
+    encoder.load_state_dict({k.removeprefix("encoder."): v.float() for k, v in state.items() if k.startswith("encoder.")})
+    log_mel = whisper_log_mel(wav)
+    with torch.no_grad():
+        expected = encoder(torch.nn.functional.pad(log_mel, (0, 3000 - log_mel.shape[1]))[None])[0, :100]
+    torch.testing.assert_close(features, expected, atol=1e-5, rtol=1e-5)
+    windows = whisper.windows(features, 50)
+    # Frame 10's tokens: encoder frames 16 .. 25 (centre 20, offsets -4 .. +5), each with its 5 layers, time-major.
+    torch.testing.assert_close(windows[10], features[16:26].reshape(50, 384))
+    assert windows.shape == (50, 50, 384)
 
     torch.save({"model_state_dict": state}, tmp_path / "no_dims.pt")
     with pytest.raises(CheckpointError):

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-from importlib import resources
 from pathlib import Path
 
 from .. import weights
-from ..timebase import FPS
 from ..errors import InputError
-
-DEMO_VIDEO = "assets/demo/demo_video.mp4"
-DEMO_AUDIO = "assets/demo/demo_speech.flac"
+from ..face.detectors import BACKENDS
+from ..packaged import DEMO_AUDIO, DEMO_VIDEO, packaged_file
+from ..pipeline.job import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,8 +52,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="model precision (default: float16 on CUDA, float32 on CPU)")
 
     s = p.add_argument_group("sampling")
-    s.add_argument("--steps", type=int, default=20, help="denoising steps (default: %(default)s; 20-50 typical)")
-    s.add_argument("--guidance", type=float, default=1.5, help="audio guidance scale (default: %(default)s; 1.0-3.0)")
+    s.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="denoising steps (default: %(default)s; 20-50 typical)")
+    s.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
+                   help="audio guidance scale (default: %(default)s; 1.0-3.0)")
     s.add_argument("--seed", type=int, help="random seed (default: random, printed in the summary)")
     s.add_argument("--segmenting", default="seamless", choices=["seamless", "reference"],
                    help="Whisper segmentation of long audio (reference = published, with 30 s seams)")
@@ -72,7 +71,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 def add_face_options(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     """Face detector and selection options (shared by infer, demo and track)."""
     f = p.add_argument_group("faces")
-    f.add_argument("--face-backend", default="auto", choices=["auto", "insightface", "mediapipe"],
+    f.add_argument("--face-backend", default="auto", choices=BACKENDS,
                    help="face detector (auto: insightface when its weights are present, else mediapipe)")
     f.add_argument("--face-index", type=int, help="pick the N-th face (left to right) where faces first appear")
     f.add_argument("--face-point", help="pick the face containing X,Y (pixels) where faces first appear")
@@ -119,8 +118,7 @@ def resolve_device(device: str, dtype: str):
 
 
 def run_pipeline(args: argparse.Namespace, video: str, audio: str | None) -> None:
-    from ..pipeline import LipSyncPipeline
-    from ..pipeline.stream import RunOptions, prepare_job
+    from ..pipeline import LipSyncPipeline, RunOptions, check_inputs
 
     if args.quiet:
         logging.getLogger("latentsync").setLevel(logging.WARNING)
@@ -135,7 +133,7 @@ def run_pipeline(args: argparse.Namespace, video: str, audio: str | None) -> Non
         progress=not args.quiet,
         crf=args.crf,
     )
-    prepare_job(video, audio, args.output)  # bad inputs fail here, before any weights are loaded
+    job = check_inputs(video, audio, args.output, options)  # bad inputs fail here, before any weights are loaded
     device, dtype = resolve_device(args.device, args.dtype)
     pipe = LipSyncPipeline.from_pretrained(
         args.version,
@@ -150,7 +148,9 @@ def run_pipeline(args: argparse.Namespace, video: str, audio: str | None) -> Non
         resolution=args.resolution,
         face_backend=args.face_backend,
     )
-    pipe(video, audio, args.output, options=options)
+    result = pipe(job)
+    if not args.quiet:
+        print(result.report.summary())
 
 
 def run_infer(args: argparse.Namespace) -> None:
@@ -158,21 +158,18 @@ def run_infer(args: argparse.Namespace) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> None:
-    root = resources.files("latentsync")
-    video, audio = Path(str(root.joinpath(DEMO_VIDEO))), Path(str(root.joinpath(DEMO_AUDIO)))
-    run_pipeline(args, str(video), str(audio))
+    run_pipeline(args, str(packaged_file(DEMO_VIDEO)), str(packaged_file(DEMO_AUDIO)))
 
 
 def run_track(args: argparse.Namespace) -> None:
-    from ..face import create_detector, track_faces
-    from ..media import probe_video, read_frames
+    from ..face import create_detector, detect_video_track
+    from ..media import probe_video
 
     if Path(args.output).suffix.lower() not in (".json", ".npz"):
         raise InputError(f"a face track is saved as .json or .npz, got {args.output}", "e.g. --output track.json")
-    probe_video(args.video)  # a bad input fails before the detector loads
+    info = probe_video(args.video)  # a bad input fails before the detector loads
     selection = face_selection(args)
     detector = create_detector(args.face_backend, checkpoint_dir=args.checkpoint_dir, offline=args.offline)
-    frames = (frame for _, frame in read_frames(args.video))
-    track = track_faces(frames, detector, selection, fps=FPS, progress=not args.quiet)
-    track.save(args.output)  # track_faces has logged its summary
+    track = detect_video_track(args.video, detector, selection, progress=not args.quiet, total=info.frames_at())
+    track.save(args.output)  # detection has logged its summary
     print(f"wrote {args.output}")

@@ -20,16 +20,15 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import av
 import numpy as np
 
 from ..audio import SAMPLE_RATE, load_audio
 from ..errors import InputError, LatentSyncError
-from ..face import FaceAligner, FaceDetector, FaceTrack, create_detector, track_faces
+from ..face import FaceAligner, FaceDetector, FaceTrack, create_detector, detect_video_track, load_video_track, track_matrices
 from ..fileio import atomic_path
-from ..media import FPS, VideoInfo, VideoWriter, probe_video, read_frames
+from ..media import FPS, VideoInfo, VideoWriter, probe_video, read_batches
 
 log = logging.getLogger(__name__)
 
@@ -200,12 +199,14 @@ def _prepare_video(
     clips = [folder / f"{start:06d}-{end - 1:06d}.mp4" for start, end in spans]
     todo = [(span, clip) for span, clip in zip(spans, clips) if not clip.exists()]
     for (start, end), clip in todo:
-        mats = _run_matrices(aligner, track, start, end)
+        mats = track_matrices(aligner, track, start, end)
         speech = audio[start * SAMPLES_PER_FRAME : end * SAMPLES_PER_FRAME]
         size = settings.resolution
         with VideoWriter(clip, size, size, fps=FPS, audio=speech) as writer:
-            for offset, frames in _frame_chunks(video, start, end):
-                writer.write(aligner.warp(frames, mats[offset : offset + len(frames)]))
+            done = 0
+            for frames in read_batches(video, WARP_CHUNK, FPS, np.arange(start, end)):
+                writer.write(aligner.warp(frames, mats[done : done + len(frames)]))
+                done += len(frames)
     return clips, len(todo)
 
 
@@ -213,31 +214,10 @@ def _face_track(video: Path, info: VideoInfo, folder: Path, detector: FaceDetect
     """The video's face track, read back if an interrupted run saved it for this very video, else detected and saved."""
     path = folder / TRACK_FILE
     if path.exists():
-        track = FaceTrack.load(path)
         try:
-            track.check(info.width, info.height, info.frames_at(FPS))
-            return track
+            return load_video_track(path, info)
         except InputError as exc:  # the input video was replaced since
             log.info("  the saved face track no longer fits the video (%s): detecting faces again", exc.message)
-    track = track_faces((frame for _, frame in read_frames(video, FPS)), detector, fps=FPS)
+    track = detect_video_track(video, detector)
     track.save(path)
     return track
-
-
-def _run_matrices(aligner: FaceAligner, track: FaceTrack, start: int, end: int) -> np.ndarray:
-    """Alignment matrices of frames start .. end-1, smoothed from the start of their run of face presence, as
-    the published smoothing runs over a whole segment (a split run continues its smoothing state)."""
-    run_start = start
-    while run_start > 0 and track.present[run_start - 1]:
-        run_start -= 1
-    return aligner.matrices(track.points[run_start:end])[start - run_start :]
-
-
-def _frame_chunks(video: Path, start: int, end: int) -> Iterator[tuple[int, np.ndarray]]:
-    """Frames start .. end-1 at 25 fps in (offset from start, (n, H, W, 3)) chunks."""
-    batch: list[np.ndarray] = []
-    for index, frame in read_frames(video, FPS, np.arange(start, end)):
-        batch.append(frame)
-        if len(batch) == WARP_CHUNK or index == end - 1:
-            yield index - start - len(batch) + 1, np.stack(batch)
-            batch = []

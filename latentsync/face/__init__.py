@@ -10,5 +10,9 @@
 from .align import FaceAligner
 from .detectors import Detections, FaceDetector, create_detector
 from .track import FaceSelection, FaceTrack, track_faces
+from .video import detect_video_track, load_video_track, track_matrices
 
-__all__ = ["Detections", "FaceAligner", "FaceDetector", "FaceSelection", "FaceTrack", "create_detector", "track_faces"]
+__all__ = [
+    "Detections", "FaceAligner", "FaceDetector", "FaceSelection", "FaceTrack", "create_detector", "detect_video_track",
+    "load_video_track", "track_faces", "track_matrices",
+]

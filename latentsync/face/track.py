@@ -14,7 +14,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -313,11 +313,14 @@ def track_faces(
     *,
     fps: float | None = None,
     progress: bool = False,
+    total: int | None = None,
+    on_frame: Callable[[int], None] | None = None,
 ) -> FaceTrack:
     """Follow one face through a stream of RGB uint8 frames (all of one size) and return its track.
 
     `selection` picks the face and sets the filters and gap handling (default: the largest usable face,
-    gaps up to 12 frames bridged); `fps` is stored in the track; `progress` shows a progress bar.
+    gaps up to 12 frames bridged); `fps` is stored in the track; `progress` shows a progress bar of `total`
+    frames; `on_frame(frames_done)` is called after each frame (it may raise to stop).
     Never raises for frames without a face.
     """
     selection = selection or FaceSelection()
@@ -340,7 +343,7 @@ def track_faces(
 
     detector.reset()
     try:
-        for index, frame in enumerate(tqdm(frames, desc="faces", unit="frame", disable=not progress)):
+        for index, frame in enumerate(tqdm(frames, desc="faces", unit="frame", total=total, disable=not progress)):
             frame = as_rgb_frame(frame)
             if size is None:
                 size = (frame.shape[1], frame.shape[0])
@@ -355,6 +358,8 @@ def track_faces(
                 pending = None
             else:
                 pending = (index, frame)
+            if on_frame is not None:
+                on_frame(num_frames)
         if pending is not None:
             observe(*pending)
     finally:

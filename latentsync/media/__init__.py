@@ -2,7 +2,7 @@
 
 from ..timebase import FPS
 from .timeline import frame_schedule
-from .video import VideoInfo, probe_video, read_frames
+from .video import VideoInfo, probe_video, read_batches, read_frames
 from .writer import VideoWriter, check_output_path
 
-__all__ = ["FPS", "VideoInfo", "VideoWriter", "check_output_path", "frame_schedule", "probe_video", "read_frames"]
+__all__ = ["FPS", "VideoInfo", "VideoWriter", "check_output_path", "frame_schedule", "probe_video", "read_batches", "read_frames"]

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..fileio import open_media
+from ..timebase import FPS
 from .timeline import nearest_source_frames, output_frame_count
 
 _VIDEO_HINT = "pass a video file (mp4, mov, mkv, webm, avi); convert other formats with e.g. `ffmpeg -i IN out.mp4`"
@@ -44,7 +45,7 @@ class VideoInfo:
     has_audio: bool
     codec: str
 
-    def frames_at(self, fps: float = 25.0) -> int:
+    def frames_at(self, fps: float = FPS) -> int:
         """Exactly how many frames `read_frames(path, fps)` yields for this video."""
         return output_frame_count(self.duration, fps)
 
@@ -70,7 +71,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
 
 def read_frames(
     path: str | os.PathLike,
-    fps: float = 25.0,
+    fps: float = FPS,
     indices: Sequence[int] | np.ndarray | None = None,
     *,
     cache_frames: int | None = None,
@@ -101,6 +102,21 @@ def read_frames(
             yield int(k), store.get(int(source[k])).copy()
     finally:
         store.close()
+
+
+def read_batches(
+    path: str | os.PathLike, size: int, fps: float = FPS, indices: Sequence[int] | np.ndarray | None = None
+) -> Iterator[np.ndarray]:
+    """The frames of `read_frames(path, fps, indices)` stacked into (n, H, W, 3) arrays of `size` frames, in order
+    (the last array may hold fewer)."""
+    batch: list[np.ndarray] = []
+    for _, frame in read_frames(path, fps, indices):
+        batch.append(frame)
+        if len(batch) == size:
+            yield np.stack(batch)
+            batch = []
+    if batch:
+        yield np.stack(batch)
 
 
 def _probe(path: str | os.PathLike) -> tuple[VideoInfo, _Timeline]:

@@ -27,7 +27,7 @@ from typing import Iterator
 import av
 import numpy as np
 
-from ..audio import SAMPLE_RATE
+from ..timebase import FPS, SAMPLE_RATE
 from ..errors import InputError
 from ..fileio import open_media
 from ..fileio import atomic_path
@@ -92,7 +92,7 @@ class VideoWriter:
         path: str | os.PathLike,
         width: int,
         height: int,
-        fps: float = 25.0,
+        fps: float = FPS,
         audio: np.ndarray | str | os.PathLike | None = None,
         crf: int = 18,
         preset: str = "medium",

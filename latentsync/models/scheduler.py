@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-from importlib import resources
 from typing import Any
 
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, SchedulerMixin
@@ -14,10 +13,11 @@ from ..errors import InputError
 
 SCHEDULERS = ("ddim", "dpm++")  # ddim: the published sampler; dpm++: good results in about 10 steps
 
+from ..packaged import SCHEDULER_CONFIG, packaged_file
+
 
 def published_scheduler_config() -> dict[str, Any]:
-    text = resources.files("latentsync").joinpath("configs/scheduler_config.json").read_text()
-    return json.loads(text)
+    return json.loads(packaged_file(SCHEDULER_CONFIG).read_text())
 
 
 def load_scheduler(config: str | os.PathLike | dict[str, Any] | None = None, kind: str = "ddim") -> SchedulerMixin:

@@ -1,32 +1,64 @@
-"""LipSyncPipeline: the denoising of one chunk of aligned faces, and the whole video job built on it.
+"""LipSyncPipeline: lip-sync a whole video, as numbered steps around the denoising of 16-frame chunks.
 
-Data flows one way: media in -> face track and audio features -> diffusion per 16-frame chunk -> paste back ->
-media out. The chunk step (`sample_chunk`) is the published sampling (SPEC sections 6 and 9) and is checked against
-the golden vectors; `__call__` streams a whole video through it with bounded memory (see `stream.py`).
+Data flows one way: media in -> audio features and face track -> diffusion per chunk -> paste back -> media out.
+The chunk step (`sample_chunk`) is the published sampling (SPEC sections 6 and 9), checked against the golden
+vectors. `__call__` streams a whole video through it with bounded memory: the face pass keeps a few numbers per
+frame, and the lip-sync pass decodes, aligns, denoises, pastes and encodes 16 frames at a time, the CPU stages in
+background threads beside the model (queues of two chunks).
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from tqdm.auto import tqdm
 
+from ..errors import NoFaceError
+from ..face import FaceAligner, FaceDetector, FaceTrack, detect_video_track, track_matrices
+from ..media import FPS, VideoWriter, frame_schedule, read_batches
+from ..memory import return_large_buffers_to_os
 from ..models.vae import decode_latents, encode_latents
+from .job import LipSyncJob, LipSyncOutput, RunOptions, RunReport, check_inputs
 from .mask import load_mouth_mask
+from .threads import BackgroundWorker, StageTimer, prefetch
 
 CHUNK_FRAMES = 16  # frames per U-Net call: the temporal layers were trained on 16 (their encoding allows 24)
+
+
+@dataclass(frozen=True)
+class FramePlan:
+    """Which video frame each output frame shows, and how each video frame's face is aligned."""
+
+    schedule: np.ndarray  # (output frames,) video frame index (cut or ping-pong)
+    present: np.ndarray  # (video frames,) a face to regenerate
+    matrices: np.ndarray  # (video frames, 2, 3) alignment matrices, NaN where no face
+
+
+@dataclass
+class Chunk:
+    """Up to 16 consecutive output frames on their way through the lip-sync stages."""
+
+    start: int  # first output frame
+    frames: np.ndarray  # (n, H, W, 3) uint8 video frames shown
+    source: np.ndarray  # (n,) their video frame indices
+    present: np.ndarray  # (n,) whether each has a face to regenerate
+    faces: torch.Tensor | None  # (k, 3, R, R) uint8 aligned faces of the k frames with a face
+    audio: torch.Tensor  # (k, 50, C) their audio tokens
+    generated: torch.Tensor | None = None  # (k, 3, R, R) float in [-1, 1]: the regenerated faces
 
 
 class LipSyncPipeline:
     """Audio-driven lip sync with a LatentSync U-Net, a diffusers AutoencoderKL and a diffusers scheduler.
 
     Build it from components, or with `LipSyncPipeline.from_pretrained("1.6")` for the published weights.
-    `audio_encoder` (a `latentsync.audio.WhisperFeatures`) and `face_detector` are needed only for whole videos.
+    `audio_encoder` (a `latentsync.audio.WhisperFeatures`) and `face_detector` (a `FaceDetector`, or a function that
+    builds one when a video first needs detection) are needed only for whole videos.
     """
 
     def __init__(
@@ -37,7 +69,7 @@ class LipSyncPipeline:
         resolution: int = 256,
         mask: np.ndarray | None = None,
         audio_encoder: Any = None,
-        face_detector: Any = None,
+        face_detector: FaceDetector | Callable[[], FaceDetector] | None = None,
     ):
         self.unet = unet.eval()
         self.vae = vae.eval()
@@ -49,6 +81,15 @@ class LipSyncPipeline:
         if mask.shape != (resolution, resolution):
             raise ValueError(f"mask must be {resolution}x{resolution}, got {mask.shape}")
         self.mask = torch.from_numpy(mask)[None, None]  # (1,1,R,R), float32 on the CPU until used
+        self.aligner = FaceAligner(resolution, device=self.device)
+
+    def detector(self) -> FaceDetector:
+        """The face detector, built on first use (a run with a saved face track never builds it)."""
+        if self.face_detector is None:
+            raise ValueError("detecting faces needs the pipeline's face_detector (see from_pretrained)")
+        if not isinstance(self.face_detector, FaceDetector):
+            self.face_detector = self.face_detector()
+        return self.face_detector
 
     @property
     def device(self) -> torch.device:
@@ -122,18 +163,162 @@ class LipSyncPipeline:
 
     def __call__(
         self,
-        video: str | os.PathLike,
-        audio: str | os.PathLike,
+        video: str | os.PathLike | LipSyncJob,
+        audio: str | os.PathLike | None = None,
         output: str | os.PathLike | None = None,
-        options: Any = None,
+        options: RunOptions | None = None,
         **overrides: Any,
-    ) -> Path | np.ndarray:
-        """Lip-sync `video` to `audio`. Writes `output` and returns its path; with output None returns the frames
-        (N,H,W,3) uint8 (meant for short clips: they are held in memory). `options` is a `stream.RunOptions`;
-        keyword overrides name its fields (num_inference_steps, guidance_scale, seed, selection, ...)."""
-        from dataclasses import replace
+    ) -> LipSyncOutput:
+        """Lip-sync `video` to the speech in `audio`; write `output`, or return the frames when it is None (meant
+        for short clips: they are held in memory). `options` is a `RunOptions`; keyword overrides name its fields
+        (num_inference_steps, guidance_scale, seed, selection, track, ...). A `LipSyncJob` from `check_inputs` can be
+        given instead of video, audio, output and options: it is not checked again."""
+        # 1. Check the inputs (before any model work).
+        if isinstance(video, LipSyncJob):
+            job = video
+        else:
+            job = check_inputs(video, audio, output, replace(options or RunOptions(), **overrides))
+        if self.audio_encoder is None:
+            raise ValueError("whole-video runs need the pipeline's audio_encoder (see from_pretrained)")
+        return_large_buffers_to_os()
+        report = RunReport(output=job.output, output_frames=job.num_output_frames, video_frames=job.num_video_frames)
+        timer = StageTimer(report.seconds)
+        # 2. Audio features of the whole speech track.
+        with timer("audio"):
+            features = self.encode_audio(job)
+        # 3. The face track: the saved one given, or detected now.
+        with timer("faces"):
+            track = self.face_track(job)
+        report.faces, report.face_backend = track.counts, track.backend
+        # 4. Alignment matrices of every video frame, and the video frame each output frame shows.
+        plan = self.plan_frames(job, track)
+        # 5. Initial latents: one frame's noise, repeated for every frame of the video (as published).
+        report.seed = job.options.seed if job.options.seed is not None else int(torch.seed() % 2**31)
+        init_latents = self.prepare_latents(report.seed)
+        # 6. The chunk loop: decode -> align -> denoise -> paste back -> encode.
+        with timer("lip-sync"):
+            frames = self.sync_chunks(job, features, plan, init_latents, report)
+        # 7. The report.
+        return LipSyncOutput(job.output, frames, report)
 
-        from .stream import RunOptions, run_job
+    def encode_audio(self, job: LipSyncJob) -> torch.Tensor:
+        """Whisper features of the speech, (T, layers, width) at 50 per second."""
+        _progress(job, "audio", 0, 1)
+        features = self.audio_encoder.features(job.speech, segmenting=job.options.segmenting)
+        _progress(job, "audio", 1, 1)
+        return features
 
-        options = replace(options or RunOptions(), **overrides)
-        return run_job(self, video, audio, output, options)
+    def face_track(self, job: LipSyncJob) -> FaceTrack:
+        """The face to regenerate on every video frame; NoFaceError when no frame has one."""
+        options = job.options
+        track = job.track
+        if track is None:
+            total = job.num_video_frames
+            track = detect_video_track(job.video, self.detector(), options.selection, progress=options.progress,
+                                       total=total, on_frame=lambda done: _progress(job, "faces", done, total))
+        if options.save_track is not None:
+            track.save(options.save_track)
+        if not track.present.any():
+            raise NoFaceError(
+                f"no face found in any frame of {job.video}",
+                "check that the video shows a face, or try the other detector with --face-backend",
+            )
+        return track
+
+    def plan_frames(self, job: LipSyncJob, track: FaceTrack) -> FramePlan:
+        return FramePlan(
+            schedule=frame_schedule(track.num_frames, job.num_output_frames),
+            present=track.present,
+            matrices=track_matrices(self.aligner, track),
+        )
+
+    def prepare_latents(self, seed: int) -> torch.Tensor:
+        """One frame's Gaussian latent (1, 4, 1, R/8, R/8), drawn on the CPU so that a seed means the same
+        everywhere."""
+        size = self.resolution // 8
+        return torch.randn((1, 4, 1, size, size), generator=torch.Generator().manual_seed(seed))
+
+    def sync_chunks(
+        self, job: LipSyncJob, features: torch.Tensor, plan: FramePlan, init_latents: torch.Tensor, report: RunReport
+    ) -> np.ndarray | None:
+        """Stream the output frames through the lip-sync stages; returns the frames when there is no output file.
+
+        Decoding and alignment run one thread ahead, paste-back and encoding one thread behind, the model in this
+        thread; queues hold at most two chunks, so memory stays flat however long the video is.
+        """
+        options, busy = job.options, StageTimer(report.busy)
+        batches = busy.iterate("decode", read_batches(job.video, CHUNK_FRAMES, FPS, plan.schedule))
+        chunks = (self._align_chunk(i * CHUNK_FRAMES, frames, features, plan, busy) for i, frames in enumerate(batches))
+        collected: list[np.ndarray] = []
+        total = job.num_output_frames
+        bar = tqdm(total=total, unit="frame", desc="lip-sync", disable=not options.progress)
+        with bar, _FrameSink(job, collected) as sink:
+
+            def paste_and_write(chunk: Chunk) -> None:
+                with busy("paste+encode"):
+                    sink.write(self._paste_chunk(chunk, plan))
+
+            with BackgroundWorker(paste_and_write, name="latentsync-paste") as writer:
+                for chunk in prefetch(chunks, depth=2, name="latentsync-align"):
+                    if chunk.faces is not None:
+                        with busy("diffusion"):
+                            chunk.generated = self.sample_chunk(
+                                chunk.faces, chunk.audio, init_latents, options.num_inference_steps,
+                                options.guidance_scale,
+                            ).cpu()
+                    writer.submit(chunk)
+                    done = chunk.start + len(chunk.frames)
+                    bar.update(len(chunk.frames))
+                    _progress(job, "lip-sync", done, total)
+        return np.concatenate(collected) if job.output is None else None
+
+    def _align_chunk(
+        self, start: int, frames: np.ndarray, features: torch.Tensor, plan: FramePlan, busy: StageTimer
+    ) -> Chunk:
+        with busy("align"):
+            source = plan.schedule[start : start + len(frames)]
+            present = plan.present[source]
+            faces = None
+            if present.any():
+                crops = self.aligner.warp(frames[present], plan.matrices[source[present]])
+                faces = torch.from_numpy(np.ascontiguousarray(crops.transpose(0, 3, 1, 2)))
+            audio = self.audio_encoder.windows(features, len(frames), start=start)[present]
+        return Chunk(start, frames, source, present, faces, audio)
+
+    def _paste_chunk(self, chunk: Chunk, plan: FramePlan) -> np.ndarray:
+        frames = chunk.frames
+        if chunk.generated is not None:
+            present = chunk.present
+            frames[present] = self.aligner.paste(frames[present], chunk.generated, plan.matrices[chunk.source[present]])
+        return frames
+
+
+def _progress(job: LipSyncJob, stage: str, done: int, total: int) -> None:
+    if job.options.on_progress is not None:
+        job.options.on_progress(stage, done, total)
+
+
+class _FrameSink:
+    """Where finished frames go: the output video (atomic, with the speech muxed in) or a list in memory."""
+
+    def __init__(self, job: LipSyncJob, collected: list[np.ndarray]):
+        self.job, self.collected = job, collected
+        self.writer: VideoWriter | None = None
+
+    def __enter__(self) -> "_FrameSink":
+        job = self.job
+        if job.output is not None:
+            options = job.options
+            self.writer = VideoWriter(job.output, job.info.width, job.info.height, fps=FPS, audio=job.speech,
+                                      crf=options.crf).__enter__()
+        return self
+
+    def write(self, frames: np.ndarray) -> None:
+        if self.writer is not None:
+            self.writer.write(frames)
+        else:
+            self.collected.append(frames.copy())
+
+    def __exit__(self, *exc_info) -> None:
+        if self.writer is not None:
+            self.writer.__exit__(*exc_info)

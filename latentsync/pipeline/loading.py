@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from importlib import resources
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -11,18 +11,13 @@ import torch
 
 from .. import weights
 from ..config import load_config
+from ..errors import InputError
+from ..packaged import packaged_file
 
 
 def packaged_unet_config(version: str) -> Path:
     """The U-Net YAML shipped for a published version (1.5: stage2.yaml at 256 px, 1.6: stage2_512.yaml)."""
-    name = weights.get_version(version).unet_config
-    return Path(str(resources.files("latentsync").joinpath(f"configs/unet/{name}")))
-
-
-def config_resolution(config: str | os.PathLike | dict, default: int) -> int:
-    """Face resolution from a published YAML's `data.resolution`, else `default`."""
-    data = load_config(config).get("data") or {}
-    return int(data.get("resolution", default))
+    return packaged_file(f"configs/unet/{weights.get_version(version).unet_config}")
 
 
 def load_components(
@@ -48,15 +43,21 @@ def load_components(
     `data.resolution`); face_backend: "auto", "insightface" or "mediapipe".
     """
     from ..audio import WhisperFeatures
-    from ..face import create_detector
+    from ..face.detectors import BACKENDS, create_detector
     from ..models import load_scheduler, load_unet, load_vae
 
+    if face_backend not in BACKENDS:
+        raise InputError(f"unknown face detector backend {face_backend!r}", f"choose one of {', '.join(BACKENDS)}")
     version_info = weights.get_version(version)
     needed = [name for name, override in (("unet", unet_checkpoint), ("whisper", whisper), ("vae", vae)) if override is None]
+    if face_backend == "insightface":  # fetched (or found missing) now, not after the audio is encoded
+        needed.append("face")
     paths = weights.resolve(needed, version, checkpoint_dir, offline) if needed else {}
-    config = unet_config or packaged_unet_config(version)
-    resolution = resolution or config_resolution(config, version_info.resolution)
-    detector = create_detector(face_backend, checkpoint_dir=checkpoint_dir, device=str(device), offline=offline)
+    config = load_config(unet_config or packaged_unet_config(version))  # read once: the model and the resolution
+    resolution = resolution or int((config.get("data") or {}).get("resolution", version_info.resolution))
+    # The detector is built when a video first needs detection (never, with a saved face track).
+    detector = partial(create_detector, face_backend, checkpoint_dir=checkpoint_dir, device=str(device), offline=offline,
+                       version=version)
     return {
         "unet": load_unet(config, unet_checkpoint or paths["unet"], device=device, dtype=dtype),
         "vae": load_vae(vae or paths["vae"], device=device, dtype=dtype, offline=offline),

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-from importlib import resources
-
 import cv2
 import numpy as np
 
-PUBLISHED_SIZE = 256
+from ..errors import InputError
+from ..packaged import MOUTH_MASK, packaged_file
 
 
 def load_mouth_mask(resolution: int, path: str | None = None) -> np.ndarray:
     """The mask as (R,R) float32 in [0,1]; other sizes than 256 are resized with Lanczos-4 as published."""
-    if path is None:
-        with resources.as_file(resources.files("latentsync").joinpath("assets/mask.png")) as p:
-            image = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
-    else:
-        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    image = cv2.imread(str(path or packaged_file(MOUTH_MASK)), cv2.IMREAD_GRAYSCALE)
     if image is None:
-        from ..errors import InputError
-
         raise InputError(f"cannot read the mask image {path}", "pass a grayscale PNG, white = keep, black = regenerate")
     if image.shape != (resolution, resolution):
         image = cv2.resize(image, (resolution, resolution), interpolation=cv2.INTER_LANCZOS4)

@@ -16,7 +16,7 @@ import torch
 import yaml
 from diffusers import AutoencoderKL
 
-from ..audio.whisper import WhisperDims, WhisperEncoder
+from ..models.whisper import WhisperDims, WhisperEncoder
 from ..config import load_config
 from ..models.unet import LatentSyncUNet, UNetConfig
 from ..pipeline.loading import packaged_unet_config

@@ -1,0 +1,162 @@
+"""One lip-sync job: the options a user can tune, the inputs checked before any model work, and the report.
+
+`check_inputs` does every check that needs no model, so a command line can fail in a second on a bad input and
+only then load the weights; the pipeline takes the checked `LipSyncJob` as it is.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..audio.io import load_audio
+from ..errors import InputError
+from ..face.track import FaceSelection, FaceTrack
+from ..media import FPS, VideoInfo, check_output_path, probe_video
+from ..timebase import SAMPLE_RATE
+
+# Sampling defaults of the published inference (SPEC 9); the command line, the API and training validation use these.
+DEFAULT_STEPS = 20
+DEFAULT_GUIDANCE = 1.5
+SEGMENTING = ("seamless", "reference")
+MAX_STEPS = 1000  # the scheduler's training steps: DDIM cannot take more
+TRACK_SUFFIXES = (".json", ".npz")
+
+# on_progress(stage, done, total): stage is "audio", "faces" or "lip-sync"; raising inside it stops the job.
+ProgressCallback = Callable[[str, int, int], None]
+
+
+@dataclass
+class RunOptions:
+    """What a user can tune for one job (the command line maps onto these one to one)."""
+
+    num_inference_steps: int = DEFAULT_STEPS
+    guidance_scale: float = DEFAULT_GUIDANCE
+    seed: int | None = None  # None: a random seed, reported in the summary
+    segmenting: str = "seamless"  # Whisper segmentation: "seamless" or "reference" (published)
+    selection: FaceSelection = field(default_factory=FaceSelection)
+    track: str | os.PathLike | FaceTrack | None = None  # reuse a saved face track instead of detecting
+    save_track: str | os.PathLike | None = None
+    progress: bool = True  # progress bars
+    crf: int = 18
+    on_progress: ProgressCallback | None = None
+
+    def check(self) -> None:
+        """Raise InputError for any value out of range, naming the option and what to give instead."""
+        steps = self.num_inference_steps
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= MAX_STEPS:
+            raise InputError(f"the number of denoising steps must be a whole number from 1 to {MAX_STEPS}, got {steps!r}",
+                             f"20-50 is typical (default {DEFAULT_STEPS})")
+        guidance = self.guidance_scale
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) \
+                or guidance < 1.0:
+            raise InputError(f"the guidance scale must be a number of at least 1.0, got {guidance!r}",
+                             f"1.0 turns audio guidance off; 1.0-3.0 is typical (default {DEFAULT_GUIDANCE})")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer))
+                                      or not 0 <= self.seed < 2**63):
+            raise InputError(f"the seed must be a whole number from 0 to 2**63 - 1, got {self.seed!r}")
+        if self.segmenting not in SEGMENTING:
+            raise InputError(f"unknown Whisper segmenting {self.segmenting!r}", f"choose one of {', '.join(SEGMENTING)}")
+        if isinstance(self.crf, bool) or not isinstance(self.crf, (int, np.integer)) or not 0 <= self.crf <= 51:
+            raise InputError(f"the H.264 quality (crf) must be a whole number from 0 to 51, got {self.crf!r}",
+                             "lower is better; 18 is visually lossless, 23 is FFmpeg's default")
+        if self.save_track is not None and Path(self.save_track).suffix.lower() not in TRACK_SUFFIXES:
+            raise InputError(f"a face track is saved as .json or .npz, got {Path(self.save_track).name!r}",
+                             "e.g. --save-track track.json")
+
+
+@dataclass(frozen=True)
+class LipSyncJob:
+    """The checked inputs of one job (made by `check_inputs`)."""
+
+    video: Path
+    info: VideoInfo
+    speech: np.ndarray  # 16 kHz mono float32
+    output: Path | None  # None: the frames are returned instead
+    options: RunOptions
+    track: FaceTrack | None  # the saved track given in the options, loaded and checked against the video
+
+    @property
+    def num_video_frames(self) -> int:
+        """Frames of the video at 25 fps."""
+        return self.info.frames_at(FPS)
+
+    @property
+    def num_output_frames(self) -> int:
+        """One frame per 40 ms of speech (a trailing partial frame is dropped)."""
+        return int(len(self.speech) * FPS // SAMPLE_RATE)
+
+
+def check_inputs(
+    video: str | os.PathLike,
+    audio: str | os.PathLike | None,
+    output: str | os.PathLike | None = None,
+    options: RunOptions | None = None,
+) -> LipSyncJob:
+    """Check the options, the video, the speech, a saved face track and the output location; raise a clear
+    InputError before anything expensive. The inputs are only read."""
+    options = options or RunOptions()
+    options.check()
+    if audio is None:
+        raise InputError("no speech track given", "pass --audio with the speech the video should say")
+    info = probe_video(video)
+    if output is not None:
+        check_output_path(output, video, audio)
+    track = None
+    if options.track is not None:
+        from ..face.video import load_video_track
+
+        track = load_video_track(options.track, info)
+    job = LipSyncJob(Path(video), info, load_audio(audio), Path(output) if output is not None else None, options, track)
+    if job.num_output_frames == 0:
+        raise InputError(f"the speech track {audio} is shorter than one video frame (40 ms)", "pass a longer audio file")
+    return job
+
+
+@dataclass
+class RunReport:
+    """What a job did: sizes, faces (see `FaceTrack.counts`), the seed, and seconds per stage."""
+
+    output: Path | None = None
+    seed: int = 0
+    video_frames: int = 0
+    output_frames: int = 0
+    faces: dict[str, int] = field(default_factory=dict)  # found / interpolated / absent frames
+    face_backend: str = ""
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of the steps, one after the other
+    busy: dict[str, float] = field(default_factory=dict)  # time spent in each concurrent lip-sync stage
+
+    @property
+    def output_seconds(self) -> float:
+        return self.output_frames / FPS
+
+    def summary(self) -> str:
+        total = sum(self.seconds.values())
+        steps = ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items())
+        stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.busy.items())
+        faces = self.faces
+        return (
+            f"{self.output_frames} frames ({self.output_seconds:.2f} s) from {self.video_frames} video frames; "
+            f"faces: {faces.get('found', 0)} found, {faces.get('interpolated', 0)} bridged, "
+            f"{faces.get('absent', 0)} passed through ({self.face_backend}); seed {self.seed}; "
+            f"{total:.1f} s total ({steps}; lip-sync stages busy: {stages})"
+            + (f"; wrote {self.output}" if self.output else "")
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values."""
+        return {**asdict(self), "output": str(self.output) if self.output else None, "output_seconds": self.output_seconds}
+
+
+@dataclass(frozen=True)
+class LipSyncOutput:
+    """What a whole-video call returns: the written file, or the frames when no output path was given."""
+
+    path: Path | None
+    frames: np.ndarray | None  # (N, H, W, 3) uint8
+    report: RunReport
