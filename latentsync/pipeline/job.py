@@ -18,6 +18,7 @@ from ..audio.io import load_audio
 from ..errors import InputError
 from ..face.track import FaceSelection, FaceTrack
 from ..media import FPS, VideoInfo, check_output_path, probe_video
+from ..models.scheduler import SCHEDULERS
 from ..timebase import SAMPLE_RATE
 
 # Sampling defaults of the published inference (SPEC 9); the command line, the API and training validation use these.
@@ -45,6 +46,13 @@ class RunOptions:
     progress: bool = True  # progress bars
     crf: int = 18
     on_progress: ProgressCallback | None = None
+    # Speed (see README "Speed"): the deep U-Net branch every N-th step only (1 = exact), the sampler, how many
+    # frames the VAE decodes at once, torch.compile of the U-Net and VAE decoder, a prepared avatar of the video.
+    step_reuse: int = 1
+    scheduler: str = "ddim"
+    vae_slice: int = 4
+    compile: bool = False
+    avatar: str | os.PathLike | None = None
 
     def check(self) -> None:
         """Raise InputError for any value out of range, naming the option and what to give instead."""
@@ -65,6 +73,12 @@ class RunOptions:
         if isinstance(self.crf, bool) or not isinstance(self.crf, (int, np.integer)) or not 0 <= self.crf <= 51:
             raise InputError(f"the H.264 quality (crf) must be a whole number from 0 to 51, got {self.crf!r}",
                              "lower is better; 18 is visually lossless, 23 is FFmpeg's default")
+        for name, value, hint in (("step reuse", self.step_reuse, "1 is exact sampling; 2-3 is about 2x faster"),
+                                  ("VAE slice", self.vae_slice, "frames decoded at once; 1-4 fits 512 px in 8 GB")):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise InputError(f"the {name} must be a whole number of at least 1, got {value!r}", hint)
+        if self.scheduler not in SCHEDULERS:
+            raise InputError(f"unknown scheduler {self.scheduler!r}", f"choose one of {', '.join(SCHEDULERS)}")
         if self.save_track is not None and Path(self.save_track).suffix.lower() not in TRACK_SUFFIXES:
             raise InputError(f"a face track is saved as .json or .npz, got {Path(self.save_track).name!r}",
                              "e.g. --save-track track.json")

@@ -23,12 +23,15 @@ from ..errors import NoFaceError
 from ..face import FaceAligner, FaceDetector, FaceTrack, detect_video_track, track_matrices
 from ..media import FPS, VideoWriter, frame_schedule, read_batches
 from ..memory import return_large_buffers_to_os
+from ..models.scheduler import load_scheduler
+from ..models.step_reuse import StepReuse
 from ..models.vae import decode_latents, encode_latents
 from .job import LipSyncJob, LipSyncOutput, RunOptions, RunReport, check_inputs
 from .mask import load_mouth_mask
 from .threads import BackgroundWorker, StageTimer, prefetch
 
 CHUNK_FRAMES = 16  # frames per U-Net call: the temporal layers were trained on 16 (their encoding allows 24)
+_SCHEDULER_KINDS = {"DDIMScheduler": "ddim", "DPMSolverMultistepScheduler": "dpm++"}
 
 
 @dataclass(frozen=True)
@@ -119,24 +122,28 @@ class LipSyncPipeline:
         init_latents: torch.Tensor,
         num_inference_steps: int = 20,
         guidance_scale: float = 1.5,
+        *,
+        step_reuse: int = 1,
+        scheduler: str | None = None,
+        vae_slice: int | None = None,
+        conditioning: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Regenerate the lower face of F aligned frames.
 
         faces_uint8 (F,3,R,R) uint8, audio_windows (F,50,C), init_latents (1,4,1,R/8,R/8) (one frame's noise,
         repeated over the frames) -> (F,3,R,R) float32 pixel values in [-1,1] where only the masked (black) region
-        comes from the model.
+        comes from the model. step_reuse: run the U-Net's deep branch every N-th step only (1: exact); scheduler:
+        "ddim" or "dpm++" (default: the pipeline's own scheduler); vae_slice: frames decoded at once (default: all);
+        conditioning: the (F,9,R/8,R/8) output of `conditioning_latents` for these faces, when already known.
         """
         device, dtype = self.device, self.dtype
         faces = torch.as_tensor(faces_uint8).to(device)
         num_frames = faces.shape[0]
         pixels = faces.float() / 255.0 * 2.0 - 1.0
         mask = self.mask.to(device)
-        # Conditioning, frame by frame: mask channel, latents of the masked face, latents of the reference face.
-        masked_latents = encode_latents(self.vae, (pixels * mask).to(dtype))
-        reference_latents = encode_latents(self.vae, pixels.to(dtype))
-        mask_latent = F.interpolate(mask, size=masked_latents.shape[-2:], mode="nearest").expand(num_frames, -1, -1, -1)
-        condition = torch.cat([mask_latent.to(dtype), masked_latents, reference_latents], dim=1)
-        condition = rearrange(condition, "(b f) c h w -> b c f h w", b=1)
+        if conditioning is None:
+            conditioning = self.conditioning_latents(faces)
+        condition = rearrange(conditioning.to(device, dtype), "(b f) c h w -> b c f h w", b=1)
 
         audio = torch.as_tensor(audio_windows).to(device, dtype)[None]  # (1,F,50,C)
         guided = guidance_scale > 1.0
@@ -144,20 +151,46 @@ class LipSyncPipeline:
             audio = torch.cat([torch.zeros_like(audio), audio])
             condition = torch.cat([condition, condition])
 
+        sampler = self.chunk_scheduler(scheduler)
         latents = init_latents.to(device, dtype).expand(-1, -1, num_frames, -1, -1)
-        latents = latents * self.scheduler.init_noise_sigma
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        for t in self.scheduler.timesteps:
+        latents = latents * sampler.init_noise_sigma
+        sampler.set_timesteps(num_inference_steps, device=device)
+        denoiser = StepReuse(self.unet, every=step_reuse)
+        for i, t in enumerate(sampler.timesteps):
             model_input = torch.cat([latents, latents]) if guided else latents
-            model_input = self.scheduler.scale_model_input(model_input, t)
-            noise = self.unet(torch.cat([model_input, condition], dim=1), t, audio)
+            model_input = sampler.scale_model_input(model_input, t)
+            noise = denoiser(torch.cat([model_input, condition], dim=1), t, audio, i)
             if guided:
                 uncond, cond = noise.chunk(2)
                 noise = uncond + guidance_scale * (cond - uncond)
-            latents = self.scheduler.step(noise, t, latents).prev_sample
+            latents = sampler.step(noise, t, latents).prev_sample
 
-        decoded = decode_latents(self.vae, rearrange(latents, "b c f h w -> (b f) c h w")).float()
+        latents = rearrange(latents, "b c f h w -> (b f) c h w")
+        # In slices of frames: the decoder's activations at 512 px are what fills a GPU's memory.
+        parts = latents.split(vae_slice or num_frames)
+        decoded = torch.cat([decode_latents(self.vae, part).float() for part in parts])
         return decoded * (1.0 - mask) + pixels * mask
+
+    @torch.no_grad()
+    def conditioning_latents(self, faces_uint8: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """What the U-Net sees of F aligned faces besides the noise, frame by frame: the mask channel, the latents of
+        the masked face and the latents of the reference (whole) face, (F, 9, R/8, R/8) in the model's dtype.
+        They depend only on the video, so a prepared avatar stores them."""
+        device, dtype = self.device, self.dtype
+        faces = torch.as_tensor(faces_uint8).to(device)
+        pixels = faces.float() / 255.0 * 2.0 - 1.0
+        mask = self.mask.to(device)
+        masked_latents = encode_latents(self.vae, (pixels * mask).to(dtype))
+        reference_latents = encode_latents(self.vae, pixels.to(dtype))
+        mask_latent = F.interpolate(mask, size=masked_latents.shape[-2:], mode="nearest").expand(len(faces), -1, -1, -1)
+        return torch.cat([mask_latent.to(dtype), masked_latents, reference_latents], dim=1)
+
+    def chunk_scheduler(self, kind: str | None = None):
+        """The scheduler for one chunk: the pipeline's own (None, or the same kind; `set_timesteps` resets it), or a
+        new one of `kind` on the same noise schedule, made per chunk so that no multistep history carries over."""
+        if kind is None or kind == _SCHEDULER_KINDS.get(type(self.scheduler).__name__):
+            return self.scheduler
+        return load_scheduler(dict(self.scheduler.config), kind)
 
     # ---- whole videos ----------------------------------------------------------------------------------------
 
@@ -264,7 +297,8 @@ class LipSyncPipeline:
                         with busy("diffusion"):
                             chunk.generated = self.sample_chunk(
                                 chunk.faces, chunk.audio, init_latents, options.num_inference_steps,
-                                options.guidance_scale,
+                                options.guidance_scale, step_reuse=options.step_reuse, scheduler=options.scheduler,
+                                vae_slice=options.vae_slice,
                             ).cpu()
                     writer.submit(chunk)
                     done = chunk.start + len(chunk.frames)
