@@ -15,7 +15,8 @@ from ..pipeline.job import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("infer", help="lip-sync a video to a speech track")
-    p.add_argument("--video", required=True, help="input video (any fps and container ffmpeg reads)")
+    p.add_argument("--video", help="input video (any fps and container ffmpeg reads)")
+    p.add_argument("--avatar", help="a prepared avatar (`latentsync avatar`) instead of --video: no face detection")
     p.add_argument("--audio", help="speech track (wav, mp3, m4a, flac, or a video's audio)")
     p.add_argument("--output", required=True, help="output video (.mp4, .mov or .mkv)")
     add_run_options(p)
@@ -37,6 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
+    add_model_options(p)
+    add_job_options(p)
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
     m = p.add_argument_group("model")
     m.add_argument("--version", default=weights.DEFAULT_VERSION, choices=sorted(weights.VERSIONS),
                    help="published release: 1.5 (256 px faces) or 1.6 (512 px) (default: %(default)s)")
@@ -50,7 +56,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     m.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     m.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
                    help="model precision (default: float16 on CUDA, float32 on CPU)")
+    m.add_argument("--compile", action="store_true", help="torch.compile the U-Net and VAE decoder (slow first chunk)")
 
+
+def add_job_options(p: argparse.ArgumentParser) -> None:
     s = p.add_argument_group("sampling")
     s.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="denoising steps (default: %(default)s; 20-50 typical)")
     s.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
@@ -58,6 +67,12 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     s.add_argument("--seed", type=int, help="random seed (default: random, printed in the summary)")
     s.add_argument("--segmenting", default="seamless", choices=["seamless", "reference"],
                    help="Whisper segmentation of long audio (reference = published, with 30 s seams)")
+    s.add_argument("--step-reuse", type=int, default=1, metavar="N",
+                   help="run the U-Net's deep branch every N-th step only (DeepCache; 1 = exact, 3 ~ 2x faster)")
+    s.add_argument("--scheduler", default="ddim", choices=["ddim", "dpm++"],
+                   help="sampler: ddim (published) or dpm++ (DPM-Solver++, good at 10 steps)")
+    s.add_argument("--vae-slice", type=int, default=4, metavar="N",
+                   help="frames the VAE decodes at once (default: %(default)s; lower needs less GPU memory)")
 
     f = add_face_options(p)
     f.add_argument("--track", help="reuse a face track saved with --save-track or `latentsync track`")
@@ -132,6 +147,11 @@ def run_pipeline(args: argparse.Namespace, video: str, audio: str | None) -> Non
         save_track=args.save_track,
         progress=not args.quiet,
         crf=args.crf,
+        step_reuse=args.step_reuse,
+        scheduler=args.scheduler,
+        vae_slice=args.vae_slice,
+        compile=args.compile,
+        avatar=getattr(args, "avatar", None),
     )
     job = check_inputs(video, audio, args.output, options)  # bad inputs fail here, before any weights are loaded
     device, dtype = resolve_device(args.device, args.dtype)

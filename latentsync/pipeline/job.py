@@ -94,6 +94,7 @@ class LipSyncJob:
     output: Path | None  # None: the frames are returned instead
     options: RunOptions
     track: FaceTrack | None  # the saved track given in the options, loaded and checked against the video
+    avatar: Any = None  # the prepared avatar (an `avatar.Avatar`) given in the options: video, track, latents
 
     @property
     def num_video_frames(self) -> int:
@@ -107,7 +108,7 @@ class LipSyncJob:
 
 
 def check_inputs(
-    video: str | os.PathLike,
+    video: str | os.PathLike | None,
     audio: str | os.PathLike | None,
     output: str | os.PathLike | None = None,
     options: RunOptions | None = None,
@@ -118,15 +119,28 @@ def check_inputs(
     options.check()
     if audio is None:
         raise InputError("no speech track given", "pass --audio with the speech the video should say")
+    avatar = None
+    if options.avatar is not None:
+        from .avatar import Avatar
+
+        if video is not None or options.track is not None:
+            raise InputError("an avatar already holds its video and face track", "give --avatar without --video/--track")
+        avatar = options.avatar if isinstance(options.avatar, Avatar) else Avatar.load(options.avatar)
+        video = avatar.video
+        if output is not None and Path(output).resolve() == avatar.path.resolve():
+            raise InputError(f"the output would overwrite the avatar {avatar.path}", "choose another --output")
+    elif video is None:
+        raise InputError("no video given", "pass --video, or --avatar with a prepared avatar")
     info = probe_video(video)
     if output is not None:
         check_output_path(output, video, audio)
-    track = None
+    track = avatar.track if avatar is not None else None
     if options.track is not None:
         from ..face.video import load_video_track
 
         track = load_video_track(options.track, info)
-    job = LipSyncJob(Path(video), info, load_audio(audio), Path(output) if output is not None else None, options, track)
+    job = LipSyncJob(Path(video), info, load_audio(audio), Path(output) if output is not None else None, options, track,
+                     avatar)
     if job.num_output_frames == 0:
         raise InputError(f"the speech track {audio} is shorter than one video frame (40 ms)", "pass a longer audio file")
     return job

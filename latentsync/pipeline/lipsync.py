@@ -41,6 +41,7 @@ class FramePlan:
     schedule: np.ndarray  # (output frames,) video frame index (cut or ping-pong)
     present: np.ndarray  # (video frames,) a face to regenerate
     matrices: np.ndarray  # (video frames, 2, 3) alignment matrices, NaN where no face
+    latents: torch.Tensor | None = None  # from an avatar: conditioning latents of the frames with a face, in order
 
 
 @dataclass
@@ -53,6 +54,7 @@ class Chunk:
     present: np.ndarray  # (n,) whether each has a face to regenerate
     faces: torch.Tensor | None  # (k, 3, R, R) uint8 aligned faces of the k frames with a face
     audio: torch.Tensor  # (k, 50, C) their audio tokens
+    conditioning: torch.Tensor | None = None  # (k, 9, R/8, R/8) from an avatar, else computed with the VAE
     generated: torch.Tensor | None = None  # (k, 3, R, R) float in [-1, 1]: the regenerated faces
 
 
@@ -85,6 +87,14 @@ class LipSyncPipeline:
             raise ValueError(f"mask must be {resolution}x{resolution}, got {mask.shape}")
         self.mask = torch.from_numpy(mask)[None, None]  # (1,1,R,R), float32 on the CPU until used
         self.aligner = FaceAligner(resolution, device=self.device)
+
+    def compile(self) -> None:
+        """torch.compile the U-Net (its split forward, so that step reuse is compiled too) and the VAE decoder, once.
+        Parameter names are unchanged; the first chunk pays the compilation."""
+        if not getattr(self, "_compiled", False):
+            self.unet.forward_split = torch.compile(self.unet.forward_split)
+            self.vae.decoder.forward = torch.compile(self.vae.decoder.forward)
+            self._compiled = True
 
     def detector(self) -> FaceDetector:
         """The face detector, built on first use (a run with a saved face track never builds it)."""
@@ -213,6 +223,10 @@ class LipSyncPipeline:
             job = check_inputs(video, audio, output, replace(options or RunOptions(), **overrides))
         if self.audio_encoder is None:
             raise ValueError("whole-video runs need the pipeline's audio_encoder (see from_pretrained)")
+        if job.avatar is not None:
+            job.avatar.check(self)  # made with these weights and settings, or refused before any work
+        if job.options.compile:
+            self.compile()
         return_large_buffers_to_os()
         report = RunReport(output=job.output, output_frames=job.num_output_frames, video_frames=job.num_video_frames)
         timer = StageTimer(report.seconds)
@@ -259,10 +273,12 @@ class LipSyncPipeline:
         return track
 
     def plan_frames(self, job: LipSyncJob, track: FaceTrack) -> FramePlan:
+        avatar = job.avatar
         return FramePlan(
             schedule=frame_schedule(track.num_frames, job.num_output_frames),
             present=track.present,
-            matrices=track_matrices(self.aligner, track),
+            matrices=track_matrices(self.aligner, track) if avatar is None else avatar.matrices,
+            latents=None if avatar is None else avatar.latents,
         )
 
     def prepare_latents(self, seed: int) -> torch.Tensor:
@@ -298,7 +314,7 @@ class LipSyncPipeline:
                             chunk.generated = self.sample_chunk(
                                 chunk.faces, chunk.audio, init_latents, options.num_inference_steps,
                                 options.guidance_scale, step_reuse=options.step_reuse, scheduler=options.scheduler,
-                                vae_slice=options.vae_slice,
+                                vae_slice=options.vae_slice, conditioning=chunk.conditioning,
                             ).cpu()
                     writer.submit(chunk)
                     done = chunk.start + len(chunk.frames)
@@ -312,12 +328,14 @@ class LipSyncPipeline:
         with busy("align"):
             source = plan.schedule[start : start + len(frames)]
             present = plan.present[source]
-            faces = None
+            faces = conditioning = None
             if present.any():
                 crops = self.aligner.warp(frames[present], plan.matrices[source[present]])
                 faces = torch.from_numpy(np.ascontiguousarray(crops.transpose(0, 3, 1, 2)))
+                if plan.latents is not None:  # rows of the avatar's latents: frames with a face, in order
+                    conditioning = plan.latents[np.cumsum(plan.present)[source[present]] - 1]
             audio = self.audio_encoder.windows(features, len(frames), start=start)[present]
-        return Chunk(start, frames, source, present, faces, audio)
+        return Chunk(start, frames, source, present, faces, audio, conditioning)
 
     def _paste_chunk(self, chunk: Chunk, plan: FramePlan) -> np.ndarray:
         frames = chunk.frames
