@@ -52,10 +52,10 @@ class Chunk:
     frames: np.ndarray  # (n, H, W, 3) uint8 video frames shown
     source: np.ndarray  # (n,) their video frame indices
     present: np.ndarray  # (n,) whether each has a face to regenerate
-    faces: torch.Tensor | None  # (k, 3, R, R) uint8 aligned faces of the k frames with a face
+    faces: torch.Tensor | None  # (k, 3, R, R) uint8 aligned faces of the k frames with a face, on the model's device
     audio: torch.Tensor  # (k, 50, C) their audio tokens
     conditioning: torch.Tensor | None = None  # (k, 9, R/8, R/8) from an avatar, else computed with the VAE
-    generated: torch.Tensor | None = None  # (k, 3, R, R) float in [-1, 1]: the regenerated faces
+    generated: torch.Tensor | None = None  # (k, 3, R, R) float in [-1, 1]: the regenerated faces, on the device
 
 
 class LipSyncPipeline:
@@ -315,7 +315,7 @@ class LipSyncPipeline:
                                 chunk.faces, chunk.audio, init_latents, options.num_inference_steps,
                                 options.guidance_scale, step_reuse=options.step_reuse, scheduler=options.scheduler,
                                 vae_slice=options.vae_slice, conditioning=chunk.conditioning,
-                            ).cpu()
+                            )
                     writer.submit(chunk)
                     done = chunk.start + len(chunk.frames)
                     bar.update(len(chunk.frames))
@@ -330,8 +330,11 @@ class LipSyncPipeline:
             present = plan.present[source]
             faces = conditioning = None
             if present.any():
-                crops = self.aligner.warp(frames[present], plan.matrices[source[present]])
-                faces = torch.from_numpy(np.ascontiguousarray(crops.transpose(0, 3, 1, 2)))
+                batch = torch.from_numpy(frames[present])
+                if self.device.type == "cuda":  # from pinned memory; the crops then stay on the GPU until pasted
+                    batch = batch.pin_memory().to(self.device, non_blocking=True)
+                crops = self.aligner.warp(batch, plan.matrices[source[present]])
+                faces = crops.permute(0, 3, 1, 2).contiguous()
                 if plan.latents is not None:  # rows of the avatar's latents: frames with a face, in order
                     conditioning = plan.latents[np.cumsum(plan.present)[source[present]] - 1]
             audio = self.audio_encoder.windows(features, len(frames), start=start)[present]
