@@ -20,7 +20,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,9 +30,6 @@ from ..errors import InputError
 from ..face import FaceSelection, FaceTrack, detect_video_track, load_video_track, track_matrices
 from ..fileio import atomic_path
 from ..media import FPS, probe_video, read_batches
-
-if TYPE_CHECKING:
-    from .lipsync import LipSyncPipeline
 
 AVATAR_FORMAT = "latentsync-avatar-1"
 _ENCODE_FRAMES = 16  # faces encoded at once (the chunk size of a normal run, so that the latents are the same)
@@ -49,8 +46,9 @@ def tensor_fingerprint(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()[:16]
 
 
-def avatar_settings(pipe: LipSyncPipeline) -> dict[str, object]:
-    """What the stored data depends on besides the video: an avatar is used only where these are equal."""
+def avatar_settings(pipe: Any) -> dict[str, object]:
+    """What the stored data of a `LipSyncPipeline` depends on besides the video: an avatar is used only where these
+    are equal."""
     return {
         "vae": tensor_fingerprint(pipe.vae.state_dict()),
         "resolution": pipe.resolution,
@@ -60,7 +58,7 @@ def avatar_settings(pipe: LipSyncPipeline) -> dict[str, object]:
 
 
 def make_avatar(
-    pipe: LipSyncPipeline,
+    pipe: Any,
     video: str | os.PathLike,
     output: str | os.PathLike,
     *,
@@ -150,7 +148,7 @@ class Avatar:
                              f"{int(track.present.sum())} frames with a face", _HINT)
         return cls(path, meta, track, matrices, latents, video, folder)
 
-    def check(self, pipe: LipSyncPipeline) -> None:
+    def check(self, pipe: Any) -> None:
         """Raise InputError, naming every difference, unless `pipe` has the weights and settings the avatar was
         made with."""
         made, now = self.meta["settings"], avatar_settings(pipe)
