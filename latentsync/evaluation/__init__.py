@@ -1,0 +1,8 @@
+"""Evaluation and data-filter models with parity to the published scripts: Sync-C / Sync-D (SyncNet v2 on S3FD
+face tracks) and HyperIQA visual quality. Importing this package loads no weights and runs no models."""
+
+from .mfcc import mfcc
+from .sync import CombinedSync, SyncResult, combine_tracks, sync_confidence
+from .syncnet_v2 import SyncNetV2, load_syncnet_v2
+
+__all__ = ["CombinedSync", "SyncNetV2", "SyncResult", "combine_tracks", "load_syncnet_v2", "mfcc", "sync_confidence"]
