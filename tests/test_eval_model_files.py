@@ -25,17 +25,18 @@ def test_written_files_load_and_run(tmp_path):
     syncnet = load_syncnet_v2(paths["syncnet_v2"])
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        lip = syncnet.forward_lip(torch.rand(2, 3, 5, 224, 224, generator=gen) * 255)
+        lip = syncnet.forward_lip(torch.rand(1, 3, 5, 224, 224, generator=gen) * 255)
         aud = syncnet.forward_aud(torch.randn(2, 1, 13, 20, generator=gen) * 10)
-    assert lip.shape == aud.shape == (2, 1024) and torch.isfinite(lip).all() and torch.isfinite(aud).all()
-    assert not torch.allclose(lip[0], lip[1])
+    assert lip.shape == (1, 1024) and aud.shape == (2, 1024)
+    assert torch.isfinite(lip).all() and torch.isfinite(aud).all() and not torch.allclose(aud[0], aud[1])
 
     detector = load_s3fd(paths["s3fd"])
     boxes = detector.detect(np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8), threshold=0.0)
     assert boxes.ndim == 2 and boxes.shape[1] == 5 and np.isfinite(boxes).all()
 
-    iqa = load_hyperiqa(paths["hyperiqa"])
-    assert np.isfinite(iqa.score(np.random.default_rng(1).integers(0, 256, (1, 224, 224, 3), dtype=np.uint8)))
+    iqa = load_hyperiqa(paths["hyperiqa"])  # its forward pass is covered by the parity test (test_hyperiqa.py)
+    stored = torch.load(paths["hyperiqa"], weights_only=True)
+    assert len(stored) == 355 and torch.equal(iqa.net.fc1w_conv.weight, stored["fc1w_conv.weight"])
 
 
 def test_unknown_component_is_rejected(tmp_path):

@@ -99,3 +99,12 @@ def test_bad_frames_are_rejected(det):
         det.detect_batch([np.zeros((64, 64, 3), np.uint8), np.zeros((64, 80, 3), np.uint8)])
     with pytest.raises(InputError, match="too small"):
         det.detect(np.zeros((96, 200, 3), np.uint8))  # 24 px high at scale 0.25
+
+
+@pytest.mark.gpu
+def test_detect_on_cuda_matches(ref):
+    data, _ = ref
+    det = load_s3fd(EVAL / "sfd_face_random.pth", device="cuda")
+    boxes = det.detect(data["frame_rgb_uint8"].numpy(), threshold=0.9)
+    expected = data["bboxes_conf090"].numpy()
+    assert boxes.shape == expected.shape and np.abs(boxes[:, :4] - expected[:, :4]).max() < 1e-2

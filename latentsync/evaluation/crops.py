@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, LatentSyncError
 from ..face.detectors.base import box_iou
 from .s3fd import S3FD
 from .sync import FPS, SAMPLES_PER_FRAME, VSHIFT, CombinedSync, SyncResult, combine_tracks, median_filter, sync_confidence
@@ -179,8 +179,12 @@ class SceneCuts:
     """PySceneDetect's content detector fed frame by frame (downscaled as its SceneManager does)."""
 
     def __init__(self, fps: float = FPS):
-        from scenedetect import ContentDetector, FrameTimecode
-        from scenedetect.scene_manager import compute_downscale_factor
+        try:  # the 0.7 API (frames numbered by FrameTimecode)
+            from scenedetect import ContentDetector, FrameTimecode
+            from scenedetect.scene_manager import compute_downscale_factor
+        except ImportError as exc:
+            raise LatentSyncError("scene detection needs PySceneDetect 0.7 or newer",
+                                  "install the evaluation extra: pip install 'latentsync[eval]'") from exc
 
         self._detector = ContentDetector()
         self._timecode = lambda i: FrameTimecode(i, fps=float(fps))
