@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -43,6 +45,15 @@ def net():
 @pytest.fixture(scope="module")
 def evaluated():
     return load_file(str(EVAL / "syncnet_eval.safetensors")), json.loads((EVAL / "syncnet_eval.json").read_text())
+
+
+def test_package_import_is_light_and_exports_the_api():
+    code = ("import sys, latentsync.evaluation as e; assert 'torch' not in sys.modules; "
+            "print(sorted(e.__all__))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str(sorted([
+        "load_syncnet_v2", "load_s3fd", "load_hyperiqa", "mfcc", "sync_confidence", "score_video",
+        "SyncResult", "CombinedSync", "FaceTrack", "TrackSync", "VideoSync"]))
 
 
 def test_full_size_keys_match_published_file():
