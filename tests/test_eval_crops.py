@@ -115,6 +115,9 @@ def test_score_video_end_to_end(models, small_clip):
     assert len(track.window_times) == direct.num_windows and track.window_times[0] == track.first_frame / 25
     assert result.combined == combine_tracks([t.result for t in result.tracks])
     assert np.isfinite(result.combined.sync_d) and result.combined.sync_c >= 0
+    report = json.loads(json.dumps(result.as_dict()))
+    assert report["offset"] == result.combined.offset and len(report["tracks"]) == len(result.tracks)
+    assert report["tracks"][0]["window_times"] == pytest.approx(track.window_times.tolist())
 
 
 class NoFaces:
@@ -132,6 +135,12 @@ def test_no_face_track_is_reported(models, tmp_path):
     result = score_video(gray, syncnet, NoFaces())
     assert not result.found_face and result.tracks == [] and result.combined is None
     assert result.num_frames == 30 and result.reason.startswith("no face track")
+    assert result.as_dict()["sync_c"] is None and result.as_dict()["found_face"] is False
+
+
+def test_missing_file_is_rejected(models, tmp_path):
+    with pytest.raises(InputError):
+        score_video(tmp_path / "missing.mp4", *models)
 
 
 def test_video_without_audio_is_rejected(models, tmp_path):
