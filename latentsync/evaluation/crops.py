@@ -179,12 +179,15 @@ class SceneCuts:
     """PySceneDetect's content detector fed frame by frame (downscaled as its SceneManager does)."""
 
     def __init__(self, fps: float = FPS):
-        try:  # the 0.7 API (frames numbered by FrameTimecode)
+        hint = "install the evaluation extra: pip install 'latentsync[eval]'"
+        try:
+            import scenedetect
             from scenedetect import ContentDetector, FrameTimecode
             from scenedetect.scene_manager import compute_downscale_factor
         except ImportError as exc:
-            raise LatentSyncError("scene detection needs PySceneDetect 0.7 or newer",
-                                  "install the evaluation extra: pip install 'latentsync[eval]'") from exc
+            raise LatentSyncError("scene detection needs PySceneDetect 0.7 or newer", hint) from exc
+        if tuple(int(p) for p in scenedetect.__version__.split(".")[:2]) < (0, 7):  # 0.6 numbers frames by int
+            raise LatentSyncError(f"scene detection needs PySceneDetect 0.7 or newer, found {scenedetect.__version__}", hint)
 
         self._detector = ContentDetector()
         self._timecode = lambda i: FrameTimecode(i, fps=float(fps))
