@@ -28,6 +28,7 @@ the same frame is not considered for that track (it stays for a later track).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
@@ -186,7 +187,8 @@ class SceneCuts:
             from scenedetect.scene_manager import compute_downscale_factor
         except ImportError as exc:
             raise LatentSyncError("scene detection needs PySceneDetect 0.7 or newer", hint) from exc
-        if tuple(int(p) for p in scenedetect.__version__.split(".")[:2]) < (0, 7):  # 0.6 numbers frames by int
+        major_minor = re.match(r"(\d+)\.(\d+)", scenedetect.__version__)
+        if major_minor is None or tuple(map(int, major_minor.groups())) < (0, 7):  # 0.6 numbers frames by int
             raise LatentSyncError(f"scene detection needs PySceneDetect 0.7 or newer, found {scenedetect.__version__}", hint)
 
         self._detector = ContentDetector()
