@@ -18,6 +18,9 @@ from latentsync.evaluation.crops import (
 from latentsync.evaluation.sync import combine_tracks
 from latentsync.media import VideoWriter, read_frames
 
+# On this shared CI-sized machine, one thread per test process is faster than contending for two.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 EVAL = DATA / "golden" / "eval"
 SOURCE = MEDIA / "demo1_360p.mp4"
 

@@ -10,6 +10,9 @@ from latentsync import weights
 from latentsync.evaluation import load_hyperiqa, load_s3fd, load_syncnet_v2
 from latentsync.testing import write_random_eval_models
 
+# On this shared CI-sized machine, one thread per test process is faster than contending for two.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def test_written_files_load_and_run(tmp_path):
     paths = write_random_eval_models(tmp_path, seed=3)

@@ -15,6 +15,9 @@ from latentsync.evaluation import load_s3fd
 from latentsync.evaluation.s3fd import S3FDNet, candidates, detection_stage, final_boxes, prior_boxes, scaled_size
 from test_eval_syncnet_v2 import read_keys
 
+# On this shared CI-sized machine, one thread per test process is faster than contending for two.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 EVAL = DATA / "golden" / "eval"
 
 

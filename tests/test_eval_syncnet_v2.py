@@ -18,6 +18,9 @@ from latentsync.evaluation import load_syncnet_v2, mfcc, sync_confidence
 from latentsync.evaluation.sync import SyncResult, combine_tracks, num_windows, sync_from_embeddings
 from latentsync.evaluation.syncnet_v2 import SyncNetV2
 
+# On this shared CI-sized machine, one thread per test process is faster than contending for two.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 EVAL = DATA / "golden" / "eval"
 WEIGHTS = EVAL / "syncnet_v2_random.model"
 
