@@ -14,6 +14,8 @@ from .errors import InputError
 if TYPE_CHECKING:
     import av
 
+_PERMISSION_HINT = "check the file's permissions, e.g. `chmod a+r FILE`"
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
@@ -46,7 +48,7 @@ def check_readable(path: str | os.PathLike, kind: str) -> Path:
     if path.is_dir():
         raise InputError(f"the {kind} path {path} is a directory, not a file", "pass the path of a file")
     if not os.access(path, os.R_OK):
-        raise InputError(f"cannot read {path}: permission denied", f"check the file's permissions, e.g. `chmod a+r {path}`")
+        raise InputError(f"cannot read {path}: permission denied", _PERMISSION_HINT)
     return path
 
 
@@ -67,7 +69,7 @@ def open_media(path: str | os.PathLike, kind: str, hint: str) -> av.container.In
     try:
         return av.open(str(path), metadata_errors="ignore")
     except PermissionError as exc:  # PyAV's permission error is FFmpeg's and Python's
-        raise InputError(f"cannot read {path}: permission denied", "check the file's permissions") from exc
+        raise InputError(f"cannot read {path}: permission denied", _PERMISSION_HINT) from exc
     except av.FFmpegError as exc:
         raise InputError(f"cannot read {path} as {kind}: {ffmpeg_reason(exc)}", hint) from exc
     except UnicodeDecodeError as exc:

@@ -91,7 +91,7 @@ class FaceSelection:
         if self.box is not None and (len(self.box) != 4 or not _all_finite(self.box)
                                      or self.box[2] <= self.box[0] or self.box[3] <= self.box[1]):
             raise InputError(f"a face box is X1,Y1,X2,Y2 in pixels with X2 > X1 and Y2 > Y1, got {self.box}",
-                             f"e.g. --face-box {EXAMPLE_BOX}: from the top-left to the bottom-right corner")
+                             f"give the top-left and bottom-right corners, e.g. --face-box {EXAMPLE_BOX}")
         if not _is_whole(self.max_gap) or self.max_gap < 0:
             raise InputError(f"--max-gap (the longest face absence to bridge, in frames) must be a whole number, 0 or "
                              f"more, got {self.max_gap!r}", "0 bridges nothing; the default is 12 (about half a second)")

@@ -57,7 +57,7 @@ def check_output_path(out_path: str | os.PathLike, *inputs: str | os.PathLike) -
     for given in inputs:
         if _same_file(out, Path(given).expanduser()):
             raise InputError(
-                f"the output {out} is the same file as the input {given}",
+                f"the output is the same file as the input {given}",
                 "choose another output name: inputs are never overwritten",
             )
     existing = out.parent
