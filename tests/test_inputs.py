@@ -339,7 +339,8 @@ def test_a_cut_off_odd_sized_video_with_allow_truncated(inputs, tiny, tmp_path, 
     frames = np.stack([f for _, f in read_frames(out)])
     source = np.stack([f for _, f in read_frames(video)])[frame_schedule(info.num_frames, 8)]
     assert np.abs(frames[:, :541, :301].astype(int) - source).mean() < 6  # the same pictures, lip-synced
-    np.testing.assert_array_equal(frames[:, :, 301], frames[:, :, 300])  # the padding repeats the edge
+    edge = np.abs(frames[:, :, 301].astype(int) - frames[:, :, 300]).mean()
+    assert edge < 3  # the padding repeats the edge (up to 4:2:0 chroma)
     assert snapshot(inputs["root"]) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
 
