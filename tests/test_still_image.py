@@ -138,3 +138,24 @@ def test_image_option_on_the_command_line(tiny, speech, tmp_path, capsys, monkey
     assert "faces: 100%" in captured.err and "1/1" in captured.err  # the faces bar has its total
     assert probe_video(out).num_frames == 8
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4", "portrait.png"]
+
+
+def test_a_stopped_run_wipes_its_progress_bar(pipe, speech, tmp_path, capsys, one_thread):
+    """An error ends the output: the lip-sync bar is cleared, not drawn again below or above the message."""
+    photo, _ = make_photo(tmp_path, "portrait.jpg")
+
+    class Stop(Exception):
+        pass
+
+    def stop(stage, done, total):
+        if stage == "lip-sync" and done:
+            raise Stop
+
+    with pytest.raises(Stop):
+        pipe(photo, speech, tmp_path / "out.mp4", num_inference_steps=1, guidance_scale=1.0, progress=True,
+             on_progress=stop)
+    err = capsys.readouterr().err
+    assert "faces: 100%" in err and "lip-sync:" in err  # both bars were shown
+    last = err[err.rindex("lip-sync:"):]
+    assert "\n" not in last and last.split("\r")[-2].strip() == "" and err.endswith("\r")  # then wiped
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["portrait.jpg"]
