@@ -287,11 +287,15 @@ def _run_unprivileged(argv: list[str]) -> str:
     return err
 
 
-@pytest.mark.parametrize("case", ["missing video", "zero steps", "cut-off video", "track of another video"])
+@pytest.mark.parametrize("case", ["missing video", "zero steps", "cut-off video", "track of another video",
+                                  "missing U-Net checkpoint"])
 def test_benchmark_time_to_an_input_error(inputs, tmp_path, case):
     """From process start to exit, for a fresh `python -m latentsync.cli infer`: under a second on an idle machine,
     with slack for a loaded one. The checks load no heavy module."""
-    args, needle = error_cases(inputs, tmp_path / "out.mp4")[case]
+    cases = error_cases(inputs, tmp_path / "out.mp4")
+    cases["missing U-Net checkpoint"] = (["--video", str(VIDEO), "--audio", str(inputs["speech"]), "--output",
+                                          str(tmp_path / "out.mp4"), "--unet-checkpoint", "unet.pt"], "unet.pt")
+    args, needle = cases[case]
     probe = ("import runpy, sys; sys.argv = ['latentsync', 'infer', *sys.argv[1:]]\n"
              "try:\n    runpy.run_module('latentsync.cli', run_name='__main__')\n"
              "except SystemExit as exit:\n"

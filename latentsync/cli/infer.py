@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .. import weights
 from ..errors import InputError
+from ..fileio import check_readable
 from ..face.detectors import BACKENDS
 from ..packaged import DEMO_AUDIO, DEMO_VIDEO, packaged_file
 from ..pipeline.job import DEFAULT_GUIDANCE, DEFAULT_STEPS
@@ -150,6 +151,10 @@ def run_pipeline(args: argparse.Namespace, video: str, audio: str | None, still:
     if still and not job.info.still:
         raise InputError(f"--image expects a still photo, but {video} is a {job.info.codec} video",
                          "pass videos with --video")
+    for kind, path in (("U-Net config", args.unet_config), ("U-Net checkpoint", args.unet_checkpoint),
+                       ("Whisper checkpoint", args.whisper)):
+        if path is not None:  # a mistyped model file is also reported before torch loads
+            check_readable(path, kind)
     device, dtype = resolve_device(args.device, args.dtype)
     from ..pipeline import LipSyncPipeline
 
