@@ -149,7 +149,7 @@ def run_pipeline(args: argparse.Namespace, video: str, audio: str | None, still:
     check_model_options(args.resolution, args.device)
     job = check_inputs(video, audio, args.output, options)  # bad inputs fail here, before any weights are loaded
     if still and not job.info.still:
-        raise InputError(f"--image expects a still photo, but {video} is a {job.info.codec} video",
+        raise InputError(f"--image expects a still photo, but {video} is a video ({job.info.codec})",
                          "pass videos with --video")
     for kind, path in (("U-Net config", args.unet_config), ("U-Net checkpoint", args.unet_checkpoint),
                        ("Whisper checkpoint", args.whisper)):

@@ -200,7 +200,7 @@ class FaceTrack:
 
     def summary(self) -> str:
         c = self.counts
-        return (f"{len(self)} frames: face found in {c['found']}, interpolated in {c['interpolated']}, "
+        return (f"{len(self)} frames: face found in {c['found']}, bridged in {c['interpolated']}, "
                 f"absent in {c['absent']} ({self.backend})")
 
     def check(self, width: int, height: int, num_frames: int | None = None) -> None:
@@ -222,7 +222,7 @@ class FaceTrack:
         path = Path(path)
         suffix = path.suffix.lower()
         if suffix not in (".npz", ".json"):
-            raise InputError(f"a face track is saved as .npz or .json, not {path.name!r}")
+            raise InputError(f"a face track is saved as .npz or .json, not {path.name!r}", "e.g. track.json")
         with atomic_path(path) as tmp:
             if suffix == ".npz":
                 np.savez_compressed(tmp, present=self.present, interpolated=self.interpolated, points=self.points,
@@ -259,12 +259,13 @@ class FaceTrack:
                 arrays = _arrays_from_records(header["frames"])
             return cls(**arrays, width=int(header["width"]), height=int(header["height"]),
                        backend=str(header["backend"]), fps=header.get("fps"), meta=header.get("meta") or {})
-        except InputError:
-            raise
+        except InputError as exc:  # arrays that do not fit together
+            raise InputError(f"cannot read the face track {path}: {exc.message}", hint) from exc
         except KeyError as exc:
             raise InputError(f"the face track {path} is incomplete: it has no {exc.args[0]!r} entry", hint) from exc
         except PermissionError as exc:
-            raise InputError(f"cannot read the face track {path}: permission denied", "check the file's permissions")
+            raise InputError(f"cannot read the face track {path}: permission denied",
+                             "check the file's permissions, e.g. `chmod a+r FILE`") from exc
         except (ValueError, TypeError, OSError, zipfile.BadZipFile) as exc:
             reason = f"not valid JSON ({exc.msg})" if isinstance(exc, json.JSONDecodeError) else str(exc)
             raise InputError(f"cannot read the face track {path}: {reason}", hint) from exc
@@ -391,7 +392,8 @@ def track_faces(
                     follower = _Follower(selection, *size)
                 elif (frame.shape[1], frame.shape[0]) != size:
                     raise InputError(
-                        f"frame {index} is {frame.shape[1]}x{frame.shape[0]}, earlier frames {size[0]}x{size[1]}"
+                        f"frame {index} is {frame.shape[1]}x{frame.shape[0]}, earlier frames {size[0]}x{size[1]}",
+                        f"re-encode the video at one size, e.g. `ffmpeg -i IN -vf scale={size[0]}:{size[1]} out.mp4`",
                     )
                 num_frames = index + 1
                 if index % stride == 0:
@@ -407,7 +409,7 @@ def track_faces(
     finally:
         detector.reset()
     if size is None:
-        raise InputError("the video has no frames")
+        raise InputError("the video has no frames", "pass a video with at least one frame")
     present, interpolated, all_points, all_boxes = _bridge(num_frames, seen, boxes, points, selection.max_gap)
     track = FaceTrack(present, interpolated, all_points, all_boxes, width=size[0], height=size[1],
                       backend=detector.name, fps=fps, meta={"selection": asdict(selection)})

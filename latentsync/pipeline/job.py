@@ -80,15 +80,17 @@ class RunOptions:
             raise InputError(f"--crf (H.264 quality) must be a whole number from 0 to 51, got {self.crf!r}",
                              "lower is better; 18 is visually lossless, 23 is FFmpeg's default")
         if not isinstance(self.selection, FaceSelection):
-            raise InputError(f"the face selection must be a FaceSelection, got {type(self.selection).__name__}")
+            raise InputError(f"the face selection must be a FaceSelection, got {type(self.selection).__name__}",
+                             "e.g. FaceSelection(index=0) for the leftmost face")
         if self.track is not None and not isinstance(self.track, (str, os.PathLike, FaceTrack)):
-            raise InputError(f"a face track is a file path or a FaceTrack, got {type(self.track).__name__}")
+            raise InputError(f"a face track is a file path or a FaceTrack, got {type(self.track).__name__}",
+                             "give the .json or .npz file saved with save_track")
         if self.save_track is not None and Path(self.save_track).suffix.lower() not in TRACK_SUFFIXES:
             raise InputError(f"a face track is saved as .json or .npz, got {Path(self.save_track).name!r}",
                              "e.g. --save-track track.json")
         for name in ("progress", "allow_truncated"):
             if not isinstance(getattr(self, name), bool):
-                raise InputError(f"{name} must be True or False, got {getattr(self, name)!r}")
+                raise InputError(f"{name} must be True or False, got {getattr(self, name)!r}", f"e.g. {name}=True")
 
 
 def check_model_options(resolution: int | None = None, device: object = None) -> None:
