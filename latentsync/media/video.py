@@ -211,10 +211,10 @@ def _decodable_timeline(path: Path, listed: int) -> _Timeline:
                     durations.append(frame.duration or 0)
         except av.FFmpegError:
             pass  # the damaged end: what decoded so far is what there is
-    if not pts:
-        raise InputError(f"the video stream of {path} holds no decodable frames of the {listed} its index lists "
-                         "(the file looks cut off)", _CUT_OFF_HINT)
-    return _timeline(stream, pts, durations)
+        if not pts:
+            raise InputError(f"the video stream of {path} holds no decodable frames of the {listed} its index lists "
+                             "(the file looks cut off)", _CUT_OFF_HINT)
+        return _timeline(stream, pts, durations)  # while open: the stream's time base is gone after closing
 
 
 def _decode(packet: av.Packet) -> list[av.VideoFrame]:
