@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import sys
 from pathlib import Path
 
 from .. import weights
 from ..errors import InputError
+from ..fileio import check_readable
 from ..face.detectors import BACKENDS
 from ..packaged import DEMO_AUDIO, DEMO_VIDEO, packaged_file
 from ..pipeline.job import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("infer", help="lip-sync a video to a speech track")
-    p.add_argument("--video", required=True, help="input video (any fps and container ffmpeg reads)")
-    p.add_argument("--audio", help="speech track (wav, mp3, m4a, flac, or a video's audio)")
+    p = sub.add_parser("infer", help="lip-sync a video (or a still photo) to a speech track")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--video", help="input video (any fps and container ffmpeg reads), or a still photo")
+    source.add_argument("--image", help="input photo (png, jpg, webp...): a talking video as long as the speech")
+    p.add_argument("--audio", required=True, help="speech track (wav, mp3, m4a, flac, or a video's audio)")
     p.add_argument("--output", required=True, help="output video (.mp4, .mov or .mkv)")
+    p.add_argument("--allow-truncated", action="store_true",
+                   help="lip-sync the frames that decode of a cut-off video (with a warning) instead of failing")
     add_run_options(p)
     p.set_defaults(run=run_infer)
 
@@ -82,7 +89,9 @@ def add_face_options(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
 
 def face_selection(args: argparse.Namespace):
     """The FaceSelection described by the --face-* options."""
-    from ..face import FaceSelection
+    from ..face.track import EXAMPLE_BOX, FaceSelection
+
+    EXAMPLES = {"--face-point": "180,200", "--face-box": EXAMPLE_BOX}
 
     def numbers(text: str | None, count: int, option: str) -> tuple[float, ...] | None:
         if text is None:
@@ -91,13 +100,15 @@ def face_selection(args: argparse.Namespace):
             values = tuple(float(v) for v in text.split(","))
         except ValueError:
             values = ()
-        if len(values) != count:
-            raise InputError(f"{option} expects {count} comma-separated numbers, got {text!r}", f"e.g. {option} " + ",".join(["100"] * count))
+        if len(values) != count or not all(math.isfinite(v) for v in values):
+            raise InputError(f"{option} expects {count} comma-separated numbers (pixels), got {text!r}",
+                             f"e.g. {option} {EXAMPLES[option]}")
         return values
 
     chosen = [o for o in ("face_index", "face_point", "face_box") if getattr(args, o) is not None]
     if len(chosen) > 1:
-        raise InputError("choose the face with only one of --face-index, --face-point, --face-box")
+        raise InputError("choose the face with only one of --face-index, --face-point, --face-box",
+                         "--face-index counts from the left; --face-point and --face-box are in pixels")
     kwargs = {"index": args.face_index, "point": numbers(args.face_point, 2, "--face-point"),
               "box": numbers(args.face_box, 4, "--face-box")}
     if args.max_gap is not None:
@@ -117,8 +128,9 @@ def resolve_device(device: str, dtype: str):
     return torch.device(device), getattr(torch, dtype)
 
 
-def run_pipeline(args: argparse.Namespace, video: str, audio: str | None) -> None:
-    from ..pipeline import LipSyncPipeline, RunOptions, check_inputs
+def run_pipeline(args: argparse.Namespace, video: str, audio: str | None, still: bool = False) -> None:
+    """Check every input and option, then load the models and run; `still`: the input must be a photo (--image)."""
+    from ..pipeline.job import RunOptions, check_inputs, check_model_options
 
     if args.quiet:
         logging.getLogger("latentsync").setLevel(logging.WARNING)
@@ -132,9 +144,20 @@ def run_pipeline(args: argparse.Namespace, video: str, audio: str | None) -> Non
         save_track=args.save_track,
         progress=not args.quiet,
         crf=args.crf,
+        allow_truncated=getattr(args, "allow_truncated", False),
     )
+    check_model_options(args.resolution, args.device)
     job = check_inputs(video, audio, args.output, options)  # bad inputs fail here, before any weights are loaded
+    if still and not job.info.still:
+        raise InputError(f"--image expects a still photo, but {video} is a video ({job.info.codec})",
+                         "pass videos with --video")
+    for kind, path in (("U-Net config", args.unet_config), ("U-Net checkpoint", args.unet_checkpoint),
+                       ("Whisper checkpoint", args.whisper)):
+        if path is not None:  # a mistyped model file is also reported before torch loads
+            check_readable(path, kind)
     device, dtype = resolve_device(args.device, args.dtype)
+    from ..pipeline import LipSyncPipeline
+
     pipe = LipSyncPipeline.from_pretrained(
         args.version,
         checkpoint_dir=args.checkpoint_dir,
@@ -151,10 +174,13 @@ def run_pipeline(args: argparse.Namespace, video: str, audio: str | None) -> Non
     result = pipe(job)
     if not args.quiet:
         print(result.report.summary())
+    else:
+        for warning in result.report.warnings:
+            print(f"latentsync: warning: {warning}", file=sys.stderr)
 
 
 def run_infer(args: argparse.Namespace) -> None:
-    run_pipeline(args, args.video, args.audio)
+    run_pipeline(args, args.image or args.video, args.audio, still=args.image is not None)
 
 
 def run_demo(args: argparse.Namespace) -> None:

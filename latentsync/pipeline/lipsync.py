@@ -17,12 +17,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from tqdm.auto import tqdm
 
 from ..errors import NoFaceError
 from ..face import FaceAligner, FaceDetector, FaceTrack, detect_video_track, track_matrices
 from ..media import FPS, VideoWriter, frame_schedule, read_batches
 from ..memory import return_large_buffers_to_os
+from ..progress import progress_bar
 from ..models.vae import decode_latents, encode_latents
 from .job import LipSyncJob, LipSyncOutput, RunOptions, RunReport, check_inputs
 from .mask import load_mouth_mask
@@ -181,7 +181,8 @@ class LipSyncPipeline:
         if self.audio_encoder is None:
             raise ValueError("whole-video runs need the pipeline's audio_encoder (see from_pretrained)")
         return_large_buffers_to_os()
-        report = RunReport(output=job.output, output_frames=job.num_output_frames, video_frames=job.num_video_frames)
+        report = RunReport(output=job.output, output_frames=job.num_output_frames, video_frames=job.num_video_frames,
+                           still=job.info.still, warnings=list(job.warnings))
         timer = StageTimer(report.seconds)
         # 2. Audio features of the whole speech track.
         with timer("audio"):
@@ -219,9 +220,10 @@ class LipSyncPipeline:
         if options.save_track is not None:
             track.save(options.save_track)
         if not track.present.any():
+            where = "the photo" if job.info.still else "any frame of"
             raise NoFaceError(
-                f"no face found in any frame of {job.video}",
-                "check that the video shows a face, or try the other detector with --face-backend",
+                f"no face found in {where} {job.video}",
+                "check that it shows a face, or try the other detector with --face-backend",
             )
         return track
 
@@ -251,8 +253,8 @@ class LipSyncPipeline:
         chunks = (self._align_chunk(i * CHUNK_FRAMES, frames, features, plan, busy) for i, frames in enumerate(batches))
         collected: list[np.ndarray] = []
         total = job.num_output_frames
-        bar = tqdm(total=total, unit="frame", desc="lip-sync", disable=not options.progress)
-        with bar, _FrameSink(job, collected) as sink:
+        bar_options = {"total": total, "unit": "frame", "desc": "lip-sync", "disable": not options.progress}
+        with progress_bar(**bar_options) as bar, _FrameSink(job, collected) as sink:
 
             def paste_and_write(chunk: Chunk) -> None:
                 with busy("paste+encode"):
