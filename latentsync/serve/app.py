@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 from fastapi import FastAPI, File, Form, HTTPException, Path as PathParam, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -109,7 +110,7 @@ def create_app(config: ServerConfig, store: JobStore, pool: WorkerPool) -> FastA
         steps: Annotated[int | None, Form(description="denoising steps (default 20)")] = None,
         guidance: Annotated[float | None, Form(description="audio guidance scale, at least 1.0 (default 1.5)")] = None,
         seed: Annotated[int | None, Form(description="random seed (default: random, see the report)")] = None,
-        version: Annotated[str | None, Form(description=f"LatentSync version (default {config.versions[0]})")] = None,
+        version: Annotated[str | None, Form(description="LatentSync version (default: the server's --version)")] = None,
         face_x: Annotated[float | None, Form(description="pick the face containing this pixel (with face_y)")] = None,
         face_y: Annotated[float | None, Form(description="see face_x")] = None,
         face_index: Annotated[int | None, Form(description="pick the N-th face from the left, from 0")] = None,
@@ -182,6 +183,11 @@ def install_guards(app: FastAPI, config: ServerConfig) -> None:
             response = error_response(401, "missing or wrong API token", "send the header Authorization: Bearer TOKEN")
             response.headers["WWW-Authenticate"] = "Bearer"
             return response
+        allowed = _route_methods(app, request.url.path)
+        if allowed and request.method not in allowed:  # else the page mounted at / would answer 404
+            return JSONResponse({"error": f"{request.method} is not allowed on {request.url.path}",
+                                 "hint": f"use {', '.join(sorted(allowed))}"},
+                                status_code=405, headers={"Allow": ", ".join(sorted(allowed))})
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > max_body:
             return error_response(413, f"the request is larger than this server's limit of "
@@ -223,6 +229,15 @@ def install_guards(app: FastAPI, config: ServerConfig) -> None:
     async def unexpected(request: Request, exc: Exception):
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return error_response(500, "internal server error", "the server log has the details")
+
+
+def _route_methods(app: FastAPI, path: str) -> set[str]:
+    """The methods of the API route matching `path` (empty when none does)."""
+    methods: set[str] = set()
+    for route in app.routes:
+        if isinstance(route, APIRoute) and route.path_regex.match(path):
+            methods |= route.methods | ({"HEAD"} if "GET" in route.methods else set())
+    return methods
 
 
 def _authorized(request: Request, token: str) -> bool:

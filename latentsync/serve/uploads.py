@@ -111,8 +111,9 @@ def check_media(video: Path, audio: Path, settings: dict[str, Any], limits: Limi
     face point's position. Anything unreadable is an InputError (a bad upload, never a server error)."""
     try:
         job = check_inputs(video, audio, None, run_options(settings))
-    except LatentSyncError:
-        raise
+    except LatentSyncError as exc:  # the message names the uploads, not where this server keeps them
+        message = exc.message.replace(str(video), "the uploaded video").replace(str(audio), "the uploaded audio")
+        raise InputError(message, exc.hint) from exc
     except Exception as exc:  # a decoder failing on a damaged file in some unforeseen way is still a bad upload
         log.warning("upload check failed unexpectedly: %r", exc)
         raise InputError(f"cannot read the uploaded media: {exc}", "upload a video and a speech track ffmpeg can read") from exc
