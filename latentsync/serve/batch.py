@@ -107,7 +107,7 @@ def _row(number: int, record: Any, base: Path, version: str) -> Row:
                 try:
                     numbers[name] = kind(values[name]) if kind is float else _whole(values[name])
                 except (TypeError, ValueError):
-                    raise InputError(f"{name} must be a number, got {values[name]!r}") from None
+                    raise InputError(f"{name} must be a {'' if kind is float else 'whole '}number, got {values[name]!r}") from None
         row.settings = job_settings(version=str(values.get("version", version)), versions=(version,), **numbers)
     except InputError as exc:
         row.problem = str(exc)
