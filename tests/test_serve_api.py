@@ -11,9 +11,12 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from conftest import MEDIA
+from latentsync.face import create_detector
+from latentsync.media import read_frames
 from serve_helpers import STEPS, Server, probe_mp4, submit, tiny_models, wait_for, write_speech
 
 TOKEN = "test-token-5f2c"
@@ -159,14 +162,19 @@ def test_property_based_run_finds_no_server_error(server, tmp_path):
 def test_web_page_in_headless_chromium(server, speech, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ready
     from selenium.webdriver.support.ui import WebDriverWait
 
+    first_frame = next(iter(read_frames(VIDEO)))[1]
+    with create_detector("mediapipe") as detector:
+        box = detector.detect(first_frame).boxes[0]
+    face_center = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-dev-shm-usage", "--window-size=1400,1800",
+                 "--disable-dev-shm-usage", "--window-size=1400,2400",
                  "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):  # the page may reach this server only
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
@@ -180,13 +188,23 @@ def test_web_page_in_headless_chromium(server, speech, tmp_path):
         video_input = wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, "#video-input input[type=file]")))
         video_input.send_keys(str(VIDEO))
         driver.find_element(By.CSS_SELECTOR, "#audio-input input[type=file]").send_keys(str(speech))
-        # The faces of the first frame are shown; the note says how many.
+        # The faces of the first frame are shown; clicking the face picks it.
         wait.until(lambda d: "found" in d.find_element(By.ID, "face-note").text)
         assert "1 face(s) found" in driver.find_element(By.ID, "face-note").text
+        preview = driver.find_element(By.CSS_SELECTOR, "#faces img")
+        natural = driver.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", preview)
+        assert natural == [360, 640]
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", preview)  # no scroll during the click
+        time.sleep(0.5)
+        scale = preview.rect["width"] / natural[0]
+        ActionChains(driver).move_to_element_with_offset(
+            preview, round((face_center[0] - natural[0] / 2) * scale), round((face_center[1] - natural[1] / 2) * scale)
+        ).click().perform()
+        wait.until(lambda d: "chosen" in d.find_element(By.ID, "face-note").text)
         steps = driver.find_element(By.CSS_SELECTOR, "#steps input[type=number]")
         steps.clear()
         steps.send_keys(STEPS)
-        driver.find_element(By.CSS_SELECTOR, "#seed input").send_keys("3")
+        driver.find_element(By.CSS_SELECTOR, "#seed textarea, #seed input").send_keys("3")
         driver.find_element(By.ID, "start").click()
         WebDriverWait(driver, 150).until(
             lambda d: d.find_elements(By.CSS_SELECTOR, "#result video[src]") and "succeeded" in d.find_element(By.ID, "status").text)
@@ -209,4 +227,5 @@ def test_web_page_in_headless_chromium(server, speech, tmp_path):
     with server.client() as client:
         job = client.get("/v1/jobs").json()["jobs"][0]
     assert job["state"] == "succeeded" and job["settings"]["steps"] == 2 and job["report"]["seed"] == 3
+    assert np.allclose(job["settings"]["face_point"], face_center, atol=2 / scale + 1)  # the clicked pixel
     assert job["video_name"] == VIDEO.name

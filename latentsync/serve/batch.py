@@ -55,7 +55,7 @@ class Row:
 
 def read_jobs(path: str | os.PathLike, version: str) -> list[Row]:
     """The rows of a .csv (with a header line) or .jsonl jobs file; a bad row is kept with its problem."""
-    path = Path(path)
+    path = Path(path).resolve()  # rows name paths relative to it, for Ray actors in other folders too
     if not path.is_file():
         raise InputError(f"jobs file not found: {path}", "pass a .csv or .jsonl file of jobs")
     suffix = path.suffix.lower()
@@ -214,6 +214,7 @@ def run_ray(rows: list[Row], out_dir: Path, load: Callable[[], LipSyncPipeline],
         raise InputError("--engine ray needs Ray", "pip install 'latentsync[cluster]'") from exc
     if not rows:
         return []
+    out_dir = out_dir.resolve()
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=True)
     gpus = int(ray.cluster_resources().get("GPU", 0))

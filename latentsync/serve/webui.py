@@ -20,7 +20,7 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 
-from ..errors import LatentSyncError  # noqa: E402
+from ..errors import InputError, LatentSyncError  # noqa: E402
 from ..packaged import DEMO_AUDIO, DEMO_VIDEO, packaged_file  # noqa: E402
 from ..pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS  # noqa: E402
 from .store import JobStore  # noqa: E402
@@ -79,6 +79,17 @@ def _box_at(boxes: np.ndarray, point: tuple[float, float] | None) -> int | None:
     return inside[0] if inside else None
 
 
+def _seed(text: str | None) -> int | None:
+    """The seed typed on the page: empty for a random one."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"the seed must be a whole number, got {text!r}", "leave it empty for a random seed") from None
+
+
 def build_page(config: Any, store: JobStore) -> gr.Blocks:
     """The Gradio Blocks of the page (config: the server's `ServerConfig`)."""
     faces = FacePreview(config.face_backend, config.checkpoint_dir)
@@ -91,8 +102,8 @@ def build_page(config: Any, store: JobStore) -> gr.Blocks:
         folder = store.new_incoming()
         try:
             point = point or (None, None)
-            settings = job_settings(int(steps), float(guidance), None if seed is None else int(seed), version,
-                                    point[0], point[1], versions=config.versions)
+            settings = job_settings(int(steps), float(guidance), _seed(seed), version, point[0], point[1],
+                                    versions=config.versions)
             video_file = stored_name("video", video, VIDEO_SUFFIXES)
             audio_file = stored_name("audio", audio, AUDIO_SUFFIXES)
             copy_file(video, folder / video_file, config.limits, "video")
@@ -149,7 +160,7 @@ def build_page(config: Any, store: JobStore) -> gr.Blocks:
                 version = gr.Dropdown(list(config.versions), value=config.versions[0], label="Version", elem_id="version")
                 steps = gr.Slider(1, 100, value=DEFAULT_STEPS, step=1, label="Denoising steps", elem_id="steps")
                 guidance = gr.Slider(1.0, 5.0, value=DEFAULT_GUIDANCE, step=0.1, label="Guidance", elem_id="guidance")
-                seed = gr.Number(label="Seed (empty: random)", precision=0, value=None, elem_id="seed")
+                seed = gr.Textbox(label="Seed", placeholder="random", elem_id="seed")
                 start = gr.Button("Start", variant="primary", elem_id="start")
                 status = gr.Markdown("No job yet.", elem_id="status")
                 result = gr.Video(label="Result", interactive=False, elem_id="result")
