@@ -4,8 +4,12 @@ others go on; a re-run skips what finished."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import os
+import subprocess
+import sys
 
+import av
+import numpy as np
 import pytest
 
 from conftest import MEDIA
@@ -13,6 +17,11 @@ from latentsync.cli import main, serve_cmds
 from latentsync.errors import InputError
 from latentsync.serve.batch import read_jobs
 from serve_helpers import model_args, probe_mp4, tiny_models, write_speech
+
+
+def probe_frames(path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
 
 
 @pytest.fixture
@@ -105,3 +114,29 @@ def test_jobs_files_are_read_row_by_row(tmp_path):
     with pytest.raises(InputError, match="a jobs file is .csv or .jsonl"):
         read_jobs(other, "1.5")
 
+
+
+@pytest.mark.slow
+def test_ray_engine_writes_the_same_outputs(tmp_path_factory, tmp_path, capsys):
+    """Rows spread over Ray actors (a local cluster of CPU actors here) give the files the local engine gives."""
+    models = tiny_models(tmp_path_factory)
+    write_speech(tmp_path / "hello.wav", 0.5)
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("\n".join(json.dumps(row) for row in [
+        {"video": str(MEDIA / "demo1_360p.mp4"), "audio": "hello.wav", "output": "a.mp4", "steps": 2, "seed": 5},
+        {"video": str(MEDIA / "demo2_360p.mp4"), "audio": "hello.wav", "output": "b.mp4", "steps": 2, "seed": 6},
+        {"video": "missing.mp4", "audio": "hello.wav", "output": "c.mp4"},
+    ]))
+    outputs = {}
+    for engine in ("local", "ray"):
+        out = tmp_path / engine
+        extra = ["--ray-workers", "2"] if engine == "ray" else []
+        env = {"OMP_NUM_THREADS": "1"}
+        run = subprocess.run([sys.executable, "-m", "latentsync.cli", "batch", str(jobs), "--output-dir", str(out),
+                              "--engine", engine, *extra, *model_args(models)],
+                             capture_output=True, text=True, timeout=300, env={**os.environ, **env})
+        assert run.returncode == 2 and "batch: 2 written, 0 skipped (finished before), 1 failed" in run.stderr, run.stderr
+        outputs[engine] = {name: probe_frames(out / name) for name in ("a.mp4", "b.mp4")}
+        assert json.loads((out / "c.mp4.status.json").read_text())["state"] == "failed"
+    for name in ("a.mp4", "b.mp4"):
+        np.testing.assert_array_equal(outputs["local"][name], outputs["ray"][name])

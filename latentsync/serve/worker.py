@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+import time
 from typing import Any, Callable
 
 from ..errors import LatentSyncError
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 PipelineLoader = Callable[[str, str], LipSyncPipeline]
 IDLE_POLL_SECONDS = 2.0  # how often an idle worker looks at the queue without being woken
 EXPIRY_CHECK_SECONDS = 60.0
+PROGRESS_SECONDS = 0.5  # a cancel is noticed within this time (or at the next stage)
 
 
 class Worker(threading.Thread):
@@ -59,7 +61,7 @@ class Worker(threading.Thread):
         state, error, report = "failed", None, None
         try:
             pipe = self.pipeline(job.settings["version"])
-            options = run_options(job.settings, lambda stage, done, total: self.store.set_progress(job.id, stage, done, total))
+            options = run_options(job.settings, ProgressReporter(self.store, job.id))
             checked = check_inputs(folder / job.video_file, folder / job.audio_file, self.store.result_path(job.id), options)
             report = pipe(checked).report.to_dict()
             report["output"] = self.store.result_path(job.id).name  # no server paths in the API
@@ -87,6 +89,21 @@ class Worker(threading.Thread):
             _empty_cuda_cache()
             self.pipe, self.version = self.load(version, self.device), version
         return self.pipe
+
+
+class ProgressReporter:
+    """The pipeline's progress callback for one job: records the stage in the store (a new stage or the end of
+    one at once, otherwise at most every PROGRESS_SECONDS), and stops the job there when it was cancelled."""
+
+    def __init__(self, store: JobStore, job_id: str):
+        self.store, self.job_id = store, job_id
+        self.stage, self.last = None, 0.0
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if stage != self.stage or done >= total or now - self.last >= PROGRESS_SECONDS:
+            self.stage, self.last = stage, now
+            self.store.set_progress(self.job_id, stage, done, total)
 
 
 class WorkerPool:
