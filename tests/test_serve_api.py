@@ -115,12 +115,15 @@ def test_the_token_is_enforced_on_every_route(server):
 def test_bad_uploads_get_a_json_4xx_before_any_model_work(server, speech, tmp_path):
     big = tmp_path / "big.mp4"
     big.write_bytes(os.urandom(int(1.5 * 2**20)))  # over the 1 MB limit of this server
+    huge = tmp_path / "huge.mp4"
+    huge.write_bytes(os.urandom(int(3.5 * 2**20)))  # over what two files may add up to: refused unread
     text = tmp_path / "notes.mp4"
     text.write_text("this is not a video\n" * 50)
     with server.client() as client:
         before = {j["id"] for j in client.get("/v1/jobs").json()["jobs"]}
         cases = {
-            "oversized": (submit(client, big, speech), 413, "limit of 1 MB"),
+            "oversized": (submit(client, big, speech), 413, "the video upload is larger than this server's limit of 1 MB"),
+            "request too large": (submit(client, huge, speech), 413, "the request is larger than this server's limit"),
             "not a video": (submit(client, text, speech), 400, "cannot read the uploaded video"),
             "audio as video": (submit(client, speech, speech), 400, "the uploaded video has no video stream"),
             "video without speech": (submit(client, VIDEO, text), 400, "audio"),
@@ -192,9 +195,11 @@ def test_web_page_in_headless_chromium(server, speech, tmp_path):
         wait.until(lambda d: "found" in d.find_element(By.ID, "face-note").text)
         assert "1 face(s) found" in driver.find_element(By.ID, "face-note").text
         preview = driver.find_element(By.CSS_SELECTOR, "#faces img")
-        natural = driver.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", preview)
-        assert natural == [360, 640]
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", preview)  # no scroll during the click
+        size = "return [arguments[0].naturalWidth, arguments[0].naturalHeight]"
+        wait.until(lambda d: d.execute_script(size, preview)[0] > 0)  # loaded (the page loads images lazily)
+        natural = driver.execute_script(size, preview)
+        assert natural == [360, 640]
         time.sleep(0.5)
         scale = preview.rect["width"] / natural[0]
         ActionChains(driver).move_to_element_with_offset(
@@ -208,6 +213,8 @@ def test_web_page_in_headless_chromium(server, speech, tmp_path):
         driver.find_element(By.ID, "start").click()
         WebDriverWait(driver, 150).until(
             lambda d: d.find_elements(By.CSS_SELECTOR, "#result video[src]") and "succeeded" in d.find_element(By.ID, "status").text)
+        job_id = driver.find_element(By.CSS_SELECTOR, "#status code").text
+        wait.until(lambda d: job_id in d.find_element(By.ID, "jobs").text)  # listed with the earlier jobs
         link = wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, "#download a[href]")))
         href = link.get_attribute("href")
         cookies = {c["name"]: c["value"] for c in driver.get_cookies()}
@@ -225,7 +232,7 @@ def test_web_page_in_headless_chromium(server, speech, tmp_path):
     info = probe_mp4(out)
     assert (info["width"], info["height"], info["fps"], info["frames"]) == (360, 640, 25.0, 15)
     with server.client() as client:
-        job = client.get("/v1/jobs").json()["jobs"][0]
+        job = client.get(f"/v1/jobs/{job_id}").json()
     assert job["state"] == "succeeded" and job["settings"]["steps"] == 2 and job["report"]["seed"] == 3
     assert np.allclose(job["settings"]["face_point"], face_center, atol=2 / scale + 1)  # the clicked pixel
     assert job["video_name"] == VIDEO.name
