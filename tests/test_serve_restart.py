@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from conftest import MEDIA
-from latentsync.cli.serve_cmds import is_local
+from latentsync.cli.serve_cmds import exposure_warning, is_local
 from latentsync.serve.store import JobStore
 from serve_helpers import STEPS, Server, submit, tiny_models, wait_for, write_speech
 
@@ -95,6 +95,9 @@ def test_finished_jobs_expire_with_their_files(tmp_path):
     assert json.loads(json.dumps(store.get(recent.id).public()))["error"] == "no face"
 
 
-def test_only_loopback_addresses_count_as_local():
+def test_serving_beyond_localhost_without_a_token_is_warned_about():
     assert all(is_local(h) for h in ("127.0.0.1", "localhost", "::1", "127.0.0.2"))
     assert not any(is_local(h) for h in ("0.0.0.0", "192.168.1.4", "::", "example.org"))
+    assert exposure_warning("127.0.0.1", None) is None and exposure_warning("0.0.0.0", "s3cret") is None
+    assert "0.0.0.0 without a token" in exposure_warning("0.0.0.0", None)
+    assert "LATENTSYNC_TOKEN" in exposure_warning("10.0.0.5", "")

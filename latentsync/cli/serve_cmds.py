@@ -85,6 +85,14 @@ def is_local(host: str) -> bool:
         return False
 
 
+def exposure_warning(host: str, token: str | None) -> str | None:
+    """What to tell someone who serves beyond this machine without a token (None when that is not the case)."""
+    if is_local(host) or token:
+        return None
+    return (f"listening on {host} without a token: anyone who can reach this machine can submit jobs and read "
+            f"results; set --token or ${TOKEN_ENV}")
+
+
 def run_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -95,9 +103,9 @@ def run_serve(args: argparse.Namespace) -> None:
 
     if args.max_upload_mb <= 0 or args.max_seconds <= 0 or args.keep_hours <= 0:
         raise InputError("--max-upload-mb, --max-seconds and --keep-hours must be positive")
-    if not is_local(args.host) and not args.token:
-        print(f"latentsync: warning: listening on {args.host} without a token: anyone who can reach this machine can "
-              f"submit jobs; set --token or ${TOKEN_ENV}", file=sys.stderr)
+    warning = exposure_warning(args.host, args.token)
+    if warning:
+        print(f"latentsync: warning: {warning}", file=sys.stderr)
     devices = worker_devices(args.device)
     store = JobStore(Path(args.data_dir))
     requeued = store.recover()
