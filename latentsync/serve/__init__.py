@@ -5,3 +5,8 @@ Modules: `store` (the data folder and its SQLite job index), `uploads` (checking
 queued), `worker` (threads that keep the models loaded and run queued jobs), `app` (FastAPI routes, token, errors),
 `webui` (the Gradio page), `batch` (jobs files, local and Ray engines).
 """
+
+import os
+
+# Gradio reads this when imported: the web page must not report usage anywhere (it talks to this server only).
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

@@ -231,8 +231,8 @@ class JobStore:
                 elif row["attempts"] >= MAX_ATTEMPTS:
                     db.execute(
                         "UPDATE jobs SET state = 'failed', finished = ?, error = ? WHERE id = ?",
-                        (time.time(), f"the server stopped while this job was running, {row['attempts']} times; "
-                                      "it is not retried again", job_id),
+                        (time.time(), (f"the server stopped while this job was running, {row['attempts']} times; "
+                                       "it is not retried again"), job_id),
                     )
                 else:
                     db.execute("UPDATE jobs SET state = 'queued', stage = NULL, progress = 0, error = ? WHERE id = ?",

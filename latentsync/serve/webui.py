@@ -6,25 +6,21 @@ faces of the video's first frame are shown boxed; clicking one picks it (a face 
 
 from __future__ import annotations
 
-import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # the page talks to this server only
+import cv2
+import gradio as gr
+import numpy as np
+from fastapi import FastAPI
 
-import threading  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import cv2  # noqa: E402
-import gradio as gr  # noqa: E402
-import numpy as np  # noqa: E402
-from fastapi import FastAPI  # noqa: E402
-
-from ..errors import InputError, LatentSyncError  # noqa: E402
-from ..packaged import DEMO_AUDIO, DEMO_VIDEO, packaged_file  # noqa: E402
-from ..pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS  # noqa: E402
-from .store import JobStore  # noqa: E402
-from .uploads import AUDIO_SUFFIXES, VIDEO_SUFFIXES, check_media, copy_file, discard, job_settings, stored_name  # noqa: E402
+from ..errors import InputError, LatentSyncError
+from ..packaged import DEMO_AUDIO, DEMO_VIDEO, packaged_file
+from ..pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS
+from .store import JobStore
+from .uploads import AUDIO_SUFFIXES, VIDEO_SUFFIXES, check_media, copy_file, discard, job_settings, stored_name
 
 # System fonts: the default theme would have every browser fetch fonts from a third-party server.
 THEME = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
