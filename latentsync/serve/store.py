@@ -188,6 +188,12 @@ class JobStore:
                 (state, error, json.dumps(report) if report is not None else None, time.time(), state, job_id),
             )
 
+    def release(self, job_id: str) -> None:
+        """Put a running job back in the queue without counting its attempt (the server is stopping cleanly)."""
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET state = 'queued', attempts = MAX(attempts - 1, 0), stage = NULL, progress = 0 "
+                       "WHERE id = ? AND state = 'running'", (job_id,))
+
     def cancel_or_remove(self, job_id: str) -> str | None:
         """DELETE semantics: a queued job is cancelled, a running one is asked to stop (its worker marks it
         cancelled), a finished one is removed with its files. Returns what happened, None for an unknown id."""

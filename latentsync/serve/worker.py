@@ -35,6 +35,7 @@ class Worker(threading.Thread):
         self.version = version
         self.pipe: LipSyncPipeline | None = None
         self.error: str | None = None  # why the models could not be loaded
+        self.current: str | None = None  # the id of the job running now
 
     @property
     def ready(self) -> bool:
@@ -53,7 +54,9 @@ class Worker(threading.Thread):
             if job is None:
                 self.store.wait(IDLE_POLL_SECONDS)
                 continue
+            self.current = job.id
             self.run_job(job)
+            self.current = None
 
     def run_job(self, job: Job) -> None:
         log.info("job %s started on %s (attempt %d)", job.id, self.device, job.attempts)
@@ -121,8 +124,12 @@ class WorkerPool:
         self.janitor.start()
 
     def shutdown(self) -> None:
+        """Stop taking jobs; a job cut short by a clean stop is queued again, its attempt not counted."""
         self.stop.set()
         self.store.notify()
+        for worker in self.workers:
+            if worker.current is not None:
+                self.store.release(worker.current)
 
     def status(self) -> dict[str, Any]:
         return {
