@@ -126,7 +126,8 @@ def run_serve(args: argparse.Namespace) -> None:
     print(f"latentsync: serving on http://{args.host}:{args.port} (data in {store.root}, workers on "
           f"{', '.join(devices)})", file=sys.stderr, flush=True)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        # Open page connections (the page polls) get 5 s to end, so a stop never hangs on a browser tab.
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=5)
     finally:
         pool.shutdown()
 

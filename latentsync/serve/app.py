@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 TOKEN_COOKIE = "latentsync_token"
 JOB_ID = Annotated[str, PathParam(pattern=r"^[0-9a-f]{32}$", description="job id, as returned by POST /v1/jobs")]
 OPEN_PATHS = ("/login",)  # reachable without the token: where a browser gives it
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]  # store.STATES
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class ErrorBody(BaseModel):
 
 class JobBody(BaseModel):
     id: str
-    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    state: JobState
     stage: str | None
     progress: float
     created: float
@@ -133,7 +134,7 @@ def create_app(config: ServerConfig, store: JobStore, pool: WorkerPool) -> FastA
 
     @app.get("/v1/jobs", response_model=JobList, tags=["jobs"], responses=ERRORS)
     def list_jobs(
-        state: Annotated[Literal["queued", "running", "succeeded", "failed", "cancelled"] | None, Query()] = None,
+        state: Annotated[JobState | None, Query()] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict:
         """Jobs, newest first."""
