@@ -44,19 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
-    m = p.add_argument_group("model")
-    m.add_argument("--version", default=weights.DEFAULT_VERSION, choices=sorted(weights.VERSIONS),
-                   help="published release: 1.5 (256 px faces) or 1.6 (512 px) (default: %(default)s)")
-    m.add_argument("--checkpoint-dir", help="weights folder in the published checkpoints/ layout (default: caches)")
-    m.add_argument("--offline", action="store_true", help="never download; fail with the fix if weights are missing")
-    m.add_argument("--unet-config", help="U-Net YAML in the published layout (model: and data: sections)")
-    m.add_argument("--unet-checkpoint", help="U-Net weights (.pt or .safetensors)")
-    m.add_argument("--vae", help="diffusers AutoencoderKL folder or Hub id")
-    m.add_argument("--whisper", help="openai-whisper checkpoint (tiny.pt)")
-    m.add_argument("--resolution", type=int, help="face resolution (default: from the U-Net config)")
-    m.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    m.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
-                   help="model precision (default: float16 on CUDA, float32 on CPU)")
+    add_model_options(p)
 
     s = p.add_argument_group("sampling")
     s.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="denoising steps (default: %(default)s; 20-50 typical)")
@@ -73,6 +61,24 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     o = p.add_argument_group("output")
     o.add_argument("--crf", type=int, default=18, help="H.264 quality, lower is better (default: %(default)s)")
     o.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+
+
+def add_model_options(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The options that choose and load the models (shared by infer, demo, serve and batch)."""
+    m = p.add_argument_group("model")
+    m.add_argument("--version", default=weights.DEFAULT_VERSION, choices=sorted(weights.VERSIONS),
+                   help="published release: 1.5 (256 px faces) or 1.6 (512 px) (default: %(default)s)")
+    m.add_argument("--checkpoint-dir", help="weights folder in the published checkpoints/ layout (default: caches)")
+    m.add_argument("--offline", action="store_true", help="never download; fail with the fix if weights are missing")
+    m.add_argument("--unet-config", help="U-Net YAML in the published layout (model: and data: sections)")
+    m.add_argument("--unet-checkpoint", help="U-Net weights (.pt or .safetensors)")
+    m.add_argument("--vae", help="diffusers AutoencoderKL folder or Hub id")
+    m.add_argument("--whisper", help="openai-whisper checkpoint (tiny.pt)")
+    m.add_argument("--resolution", type=int, help="face resolution (default: from the U-Net config)")
+    m.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    m.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
+                   help="model precision (default: float16 on CUDA, float32 on CPU)")
+    return m
 
 
 def add_face_options(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
@@ -128,6 +134,26 @@ def resolve_device(device: str, dtype: str):
     return torch.device(device), getattr(torch, dtype)
 
 
+def load_pipeline(args: argparse.Namespace, version: str | None = None, device: str | None = None):
+    """The LipSyncPipeline of the model options and --face-backend (`version`, `device`: instead of the options')."""
+    from ..pipeline import LipSyncPipeline
+
+    torch_device, dtype = resolve_device(device or args.device, args.dtype)
+    return LipSyncPipeline.from_pretrained(
+        version or args.version,
+        checkpoint_dir=args.checkpoint_dir,
+        offline=args.offline,
+        device=torch_device,
+        dtype=dtype,
+        unet_config=args.unet_config,
+        unet_checkpoint=args.unet_checkpoint,
+        vae=args.vae,
+        whisper=args.whisper,
+        resolution=args.resolution,
+        face_backend=args.face_backend,
+    )
+
+
 def run_pipeline(args: argparse.Namespace, video: str, audio: str | None, still: bool = False) -> None:
     """Check every input and option, then load the models and run; `still`: the input must be a photo (--image)."""
     from ..pipeline.job import RunOptions, check_inputs, check_model_options
@@ -155,22 +181,7 @@ def run_pipeline(args: argparse.Namespace, video: str, audio: str | None, still:
                        ("Whisper checkpoint", args.whisper)):
         if path is not None:  # a mistyped model file is also reported before torch loads
             check_readable(path, kind)
-    device, dtype = resolve_device(args.device, args.dtype)
-    from ..pipeline import LipSyncPipeline
-
-    pipe = LipSyncPipeline.from_pretrained(
-        args.version,
-        checkpoint_dir=args.checkpoint_dir,
-        offline=args.offline,
-        device=device,
-        dtype=dtype,
-        unet_config=args.unet_config,
-        unet_checkpoint=args.unet_checkpoint,
-        vae=args.vae,
-        whisper=args.whisper,
-        resolution=args.resolution,
-        face_backend=args.face_backend,
-    )
+    pipe = load_pipeline(args)
     result = pipe(job)
     if not args.quiet:
         print(result.report.summary())
