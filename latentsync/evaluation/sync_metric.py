@@ -1,0 +1,89 @@
+"""Sync-C / Sync-D of a generated video, with its per-window confidence over time for the report's plots.
+
+The scoring itself (SyncNet v2, MFCC, the offset search) is `latentsync.evaluation.sync`; this module picks the
+faces it scores:
+- "s3fd" (default, as published): the published S3FD detector, tracker and crop (`score_video`);
+- "tracker": this project's face tracker (`latentsync.face.track_faces`), whose boxes go through the published
+  crop; each run of consecutive frames with the face is scored as one track. Useful where S3FD finds no track
+  (the published tracker drops tracks of 50 frames or fewer, i.e. videos of 2 s or less).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..audio import load_audio
+from ..media import FPS, read_frames
+
+SYNC_FACES = ("s3fd", "tracker")
+MIN_RUN = 6  # frames: one 5-frame window plus the unused last frame (see sync.num_windows)
+WINDOW_CENTRE = 2.5 / FPS  # seconds from a window's first frame to its centre
+
+
+def load_sync_models(paths: dict[str, Path], faces: str, device: torch.device) -> dict[str, Any]:
+    """SyncNet v2 (and S3FD for the published face source) on `device`."""
+    from . import load_s3fd, load_syncnet_v2
+
+    models = {"net": load_syncnet_v2(paths["syncnet_v2"]).to(device)}
+    if faces == "s3fd":
+        models["s3fd"] = load_s3fd(paths["s3fd"], device=device)
+    return models
+
+
+def _runs(present: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) of the runs of consecutive True values, end exclusive."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], present.astype(np.int8), [0]])))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
+def _summary(results: list[tuple[int, Any]]) -> tuple[dict, dict]:
+    """Metrics and the confidence series of scored tracks given as (first frame, SyncResult)."""
+    from .sync import combine_tracks
+
+    combined = combine_tracks([r for _, r in results])
+    metrics = {"sync_c": combined.sync_c, "sync_d": combined.sync_d, "offset": combined.offset,
+               "sync_tracks": combined.num_tracks}
+    times, conf = [], []
+    for first, r in results:
+        times.extend((first / FPS + r.window_times + WINDOW_CENTRE).tolist())
+        conf.extend(np.asarray(r.framewise_conf_smoothed, float).tolist())
+    return metrics, {"sync_time": times, "sync_confidence": conf}
+
+
+def _tracker_tracks(video: Path, models: dict, detector, device) -> list[tuple[int, Any]]:
+    from ..face import track_faces
+    from .crops import crop_track
+    from .sync import sync_confidence
+
+    track = track_faces((f for _, f in read_frames(video)), detector, fps=FPS)
+    samples = np.round(np.clip(load_audio(video), -1.0, 32767 / 32768) * 32768).astype(np.int16)
+    results = []
+    for start, end in _runs(track.present):
+        if end - start < MIN_RUN or len(samples) < end * 640:
+            continue
+        frames = np.stack([f for _, f in read_frames(video, indices=range(start, end))])
+        crops_bgr = crop_track(frames[..., ::-1], track.boxes[start:end])
+        results.append((start, sync_confidence(models["net"], crops_bgr, samples[start * 640:end * 640], device=device)))
+    return results
+
+
+def sync_metric(video: Path, models: dict, faces: str, detector, device, progress: bool) -> tuple[dict, dict, list[str]]:
+    """(metrics, series, notes) of one generated video: Sync-C, Sync-D, offset and the confidence over time."""
+    if faces == "tracker":
+        results = _tracker_tracks(video, models, detector, device)
+    else:
+        from . import score_video
+
+        scored = score_video(video, models["net"], models["s3fd"], device=device)
+        results = [(t.first_frame, t.sync) for t in scored.tracks]
+    if not results:
+        return {"sync_c": None, "sync_d": None, "offset": None, "sync_tracks": 0}, {}, [
+            f"{video.name}: no face track long enough for Sync-C / Sync-D"
+            + (" (S3FD keeps tracks of more than 50 frames; try --sync-faces tracker)" if faces == "s3fd" else "")
+        ]
+    metrics, series = _summary(results)
+    return metrics, series, []
