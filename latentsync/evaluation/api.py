@@ -68,6 +68,8 @@ class EvalSettings:
     fvd_clips: str = "published"
 
     def __post_init__(self):
+        if self.checkpoint_dir is not None:
+            object.__setattr__(self, "checkpoint_dir", str(self.checkpoint_dir))
         unknown = [m for m in self.metrics if m not in METRICS]
         if unknown or not self.metrics:
             raise InputError(f"unknown metrics: {', '.join(unknown) or '(none given)'}", f"choose from {','.join(METRICS)}")
@@ -333,8 +335,7 @@ def evaluate(
             "metrics": {}, "series": {}, "notes": [],
         }
         if "sync" in settings.metrics:
-            values, series, notes = sync_metric(cp.pair.generated, models.sync, settings.sync_faces, models.detector,
-                                                p.device, progress)
+            values, series, notes = sync_metric(cp.pair.generated, models.sync, settings.sync_faces, models.detector)
             entry["metrics"].update(values)
             entry["series"].update(series)
             entry["notes"].extend(notes)

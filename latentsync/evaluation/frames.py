@@ -16,9 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from ..face import FaceAligner
 from ..pipeline.mask import load_mouth_mask
@@ -32,35 +31,29 @@ REGIONS = ("mouth", "rest", "frame")
 MASK_RESOLUTION = 256
 
 
-def _window(device) -> torch.Tensor:
-    x = torch.arange(WINDOW, dtype=torch.float32, device=device) - WINDOW // 2
-    g = torch.exp(-(x**2) / (2 * SIGMA**2))
-    return g / g.sum()
+def _blur(x: np.ndarray) -> np.ndarray:
+    """Gaussian filter of an (H, W, 3) float32 image, valid part only (smaller by WINDOW - 1 on each axis)."""
+    g = cv2.getGaussianKernel(WINDOW, SIGMA, cv2.CV_32F)
+    border = WINDOW // 2
+    return cv2.sepFilter2D(x, cv2.CV_32F, g, g, borderType=cv2.BORDER_REFLECT)[border:-border, border:-border]
 
 
-def _blur(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian filter of (N, C, H, W) without padding (output smaller by WINDOW - 1)."""
-    c = x.shape[1]
-    x = F.conv2d(x, g.view(1, 1, 1, -1).expand(c, 1, 1, WINDOW), groups=c)
-    return F.conv2d(x, g.view(1, 1, -1, 1).expand(c, 1, WINDOW, 1), groups=c)
-
-
-def ssim_map(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """SSIM map (N, H - 10, W - 10) of two (N, H, W, 3) uint8 image batches, averaged over the channels.
+def ssim_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """SSIM map (H - 10, W - 10) float32 of two (H, W, 3) uint8 images, averaged over the channels.
 
     Moments are taken of values centred on 128 (float32 keeps the variances exact enough), the means shifted back.
+    OpenCV's separable filter: fast on the CPU, where decoded frames are.
     """
-    g = _window(a.device)
-    x = a.permute(0, 3, 1, 2).float() - 128
-    y = b.permute(0, 3, 1, 2).float() - 128
-    mx, my = _blur(x, g), _blur(y, g)
-    vx = _blur(x * x, g) - mx * mx
-    vy = _blur(y * y, g) - my * my
-    cxy = _blur(x * y, g) - mx * my
+    x = a.astype(np.float32) - 128
+    y = b.astype(np.float32) - 128
+    mx, my = _blur(x), _blur(y)
+    vx = _blur(x * x) - mx * mx
+    vy = _blur(y * y) - my * my
+    cxy = _blur(x * y) - mx * my
     mx, my = mx + 128, my + 128
     c1, c2 = (K1 * PEAK) ** 2, (K2 * PEAK) ** 2
     ssim = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-    return ssim.mean(dim=1)
+    return ssim.mean(axis=2)
 
 
 def mouth_regions(aligner: FaceAligner, mats: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -80,25 +73,23 @@ class RegionTally:
     sq_error: dict[str, float] = field(default_factory=lambda: dict.fromkeys(REGIONS, 0.0))
     values: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REGIONS, 0))
 
-    @torch.no_grad()
     def add(self, generated: np.ndarray, source: np.ndarray, mouth: np.ndarray) -> None:
         """Add a batch: (N, H, W, 3) uint8 generated and source frames, (N, H, W) bool mouth regions."""
-        a, b = torch.from_numpy(generated), torch.from_numpy(source)
-        smap = ssim_map(a, b)
         border = WINDOW // 2
-        inner = torch.from_numpy(mouth)[:, border:-border, border:-border]
-        sq = ((a.float() - b.float()) ** 2).sum(dim=3)  # per pixel, over channels
-        m = torch.from_numpy(mouth)
-        for i in range(len(a)):
-            regions = {"mouth": (inner[i], m[i]), "rest": (~inner[i], ~m[i])}
-            for name, (ssim_sel, px_sel) in regions.items():
-                if px_sel.any():
-                    self.ssim[name].append(float(smap[i][ssim_sel].mean()) if ssim_sel.any() else float("nan"))
-                    self.sq_error[name] += float(sq[i][px_sel].sum())
-                    self.values[name] += int(px_sel.sum()) * 3
-            self.ssim["frame"].append(float(smap[i].mean()))
-            self.sq_error["frame"] += float(sq[i].sum())
-            self.values["frame"] += sq[i].numel() * 3
+        for gen, src, region in zip(generated, source, mouth):
+            smap = ssim_map(gen, src)
+            inner = region[border:-border, border:-border]
+            sq = np.square(gen.astype(np.float32) - src.astype(np.float32)).sum(axis=2, dtype=np.float64)
+            for name, ssim_sel, px_sel in (("mouth", inner, region), ("rest", ~inner, ~region)):
+                count = int(px_sel.sum())
+                if count:
+                    inner_count = int(ssim_sel.sum())
+                    self.ssim[name].append(float((smap * ssim_sel).sum() / inner_count) if inner_count else float("nan"))
+                    self.sq_error[name] += float((sq * px_sel).sum())
+                    self.values[name] += count * 3
+            self.ssim["frame"].append(float(smap.mean()))
+            self.sq_error["frame"] += float(sq.sum())
+            self.values["frame"] += sq.size * 3
 
     def psnr(self, region: str) -> float | None:
         if not self.values[region]:

@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..audio import load_audio
 from ..media import FPS, read_frames
 
 SYNC_FACES = ("s3fd", "tracker")
 MIN_RUN = 6  # frames: one 5-frame window plus the unused last frame (see sync.num_windows)
+SAMPLES_PER_FRAME = 640  # 16 kHz / 25 fps
 WINDOW_CENTRE = 2.5 / FPS  # seconds from a window's first frame to its centre
 
 
@@ -54,36 +54,39 @@ def _summary(results: list[tuple[int, Any]]) -> tuple[dict, dict]:
     return metrics, {"sync_time": times, "sync_confidence": conf}
 
 
-def _tracker_tracks(video: Path, models: dict, detector, device) -> list[tuple[int, Any]]:
+def _tracker_tracks(video: Path, models: dict, detector) -> list[tuple[int, Any]]:
+    """Score each run of consecutive frames where this project's tracker follows the face."""
     from ..face import track_faces
-    from .crops import crop_track
+    from .crops import FaceTrack as CropTrack, audio_int16, track_crops
     from .sync import sync_confidence
 
     track = track_faces((f for _, f in read_frames(video)), detector, fps=FPS)
-    samples = np.round(np.clip(load_audio(video), -1.0, 32767 / 32768) * 32768).astype(np.int16)
+    samples = audio_int16(video)
     results = []
     for start, end in _runs(track.present):
-        if end - start < MIN_RUN or len(samples) < end * 640:
+        end = min(end, len(samples) // SAMPLES_PER_FRAME)  # frames the audio covers
+        if end - start < MIN_RUN:
             continue
-        frames = np.stack([f for _, f in read_frames(video, indices=range(start, end))])
-        crops_bgr = crop_track(frames[..., ::-1], track.boxes[start:end])
-        results.append((start, sync_confidence(models["net"], crops_bgr, samples[start * 640:end * 640], device=device)))
+        crops = track_crops(video, CropTrack(np.arange(start, end), track.boxes[start:end].astype(np.float64)))
+        audio = samples[start * SAMPLES_PER_FRAME:end * SAMPLES_PER_FRAME]
+        results.append((start, sync_confidence(models["net"], crops, audio)))
     return results
 
 
-def sync_metric(video: Path, models: dict, faces: str, detector, device, progress: bool) -> tuple[dict, dict, list[str]]:
+def sync_metric(video: Path, models: dict, faces: str, detector) -> tuple[dict, dict, list[str]]:
     """(metrics, series, notes) of one generated video: Sync-C, Sync-D, offset and the confidence over time."""
+    reason = "no face run of 6 frames or more"
     if faces == "tracker":
-        results = _tracker_tracks(video, models, detector, device)
+        results = _tracker_tracks(video, models, detector)
     else:
-        from . import score_video
+        from .crops import score_video
 
-        scored = score_video(video, models["net"], models["s3fd"], device=device)
-        results = [(t.first_frame, t.sync) for t in scored.tracks]
+        scored = score_video(video, models["net"], models["s3fd"])
+        results = [(t.first_frame, t.result) for t in scored.tracks]
+        reason = scored.reason
     if not results:
+        hint = " (try --sync-faces tracker)" if faces == "s3fd" else ""
         return {"sync_c": None, "sync_d": None, "offset": None, "sync_tracks": 0}, {}, [
-            f"{video.name}: no face track long enough for Sync-C / Sync-D"
-            + (" (S3FD keeps tracks of more than 50 frames; try --sync-faces tracker)" if faces == "s3fd" else "")
-        ]
+            f"{video.name}: no Sync-C / Sync-D: {reason}{hint}"]
     metrics, series = _summary(results)
     return metrics, series, []
