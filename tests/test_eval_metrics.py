@@ -197,6 +197,15 @@ def test_mouth_region_sits_on_the_lower_face(frames, track):
         assert box[0] - 20 < xs.mean() < box[2] + 20 and ys.mean() > (box[1] + box[3]) / 2 - 10
 
 
+def test_aligned_faces_follow_the_pipeline_alignment(frames, track):
+    aligner = FaceAligner(256)
+    mats = aligner.matrices(track.points[:3])
+    ours = api.aligned_faces(frames[:3], mats, aligner)
+    pipeline = aligner.warp(frames[:3], mats)  # crop, then Lanczos-4 to R x R
+    assert ours.shape == pipeline.shape == (3, 256, 256, 3)
+    assert np.abs(ours.astype(int) - pipeline.astype(int)).mean() < 3
+
+
 def test_region_tally_separates_mouth_and_rest(frames, track):
     aligner = FaceAligner(256)
     mouth = mouth_regions(aligner, aligner.matrices(track.points[:4]), *frames.shape[1:3])

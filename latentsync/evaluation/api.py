@@ -44,7 +44,7 @@ METRICS = ("sync", "fvd", "fid", "ssim", "lpips")
 REFERENCE_METRICS = ("fvd", "fid", "ssim", "lpips")
 REPORT_FORMAT = "latentsync-eval"
 CROP_SIZE = fvd_mod.CLIP_SIZE  # face crops for FID and FVD
-LPIPS_RESOLUTION = 256  # aligned faces compared by LPIPS
+LPIPS_RESOLUTION = MASK_RESOLUTION  # aligned faces compared by LPIPS (the aligner of the mouth regions)
 BATCH = 8
 
 
@@ -185,6 +185,18 @@ def _track_matrices(track: FaceTrack, aligner: FaceAligner) -> np.ndarray:
     return mats
 
 
+def aligned_faces(frames: np.ndarray, mats: np.ndarray, aligner: FaceAligner) -> np.ndarray:
+    """(N, R, R, 3) uint8 faces aligned by the track's matrices: the pipeline's crop, stretched to R x R in one
+    bilinear warp (the pipeline resizes with Lanczos-4; for comparing two videos the same way this is enough)."""
+    crop_w, crop_h = aligner.crop_size
+    size = aligner.resolution
+    stretch = np.diag([size / crop_w, size / crop_h])
+    return np.stack([
+        cv2.warpAffine(frame, stretch @ m, (size, size), flags=cv2.INTER_LINEAR, borderValue=(127, 127, 127))
+        for frame, m in zip(frames, mats)
+    ])
+
+
 @dataclass
 class _Features:
     """FID / FVD features of all videos, pooled for the aggregate."""
@@ -222,9 +234,7 @@ def _compare_with_source(cp: CheckedPair, models: _Models, settings: EvalSetting
     if not track.present.any():
         notes.append(f"no face found in the reference {cp.pair.reference.name}: face metrics skipped")
     aligner = FaceAligner(MASK_RESOLUTION, device=device)
-    face_aligner = FaceAligner(LPIPS_RESOLUTION, device=device)
     mats = _track_matrices(track, aligner)
-    face_mats = _track_matrices(track, face_aligner)
     present = track.present[schedule]
     clip_frames = set()
     starts = fvd_mod.clip_starts(present, settings.fvd_clips) if "fvd" in settings.metrics else []
@@ -244,8 +254,8 @@ def _compare_with_source(cp: CheckedPair, models: _Models, settings: EvalSetting
                 mouth[here] = mouth_regions(aligner, mats[src[here]], gen.shape[1], gen.shape[2])
             tally.add(gen, ref, mouth)
         if here.any() and "lpips" in settings.metrics:
-            a = face_aligner.warp(gen[here], face_mats[src[here]])
-            b = face_aligner.warp(ref[here], face_mats[src[here]])
+            a = aligned_faces(gen[here], mats[src[here]], aligner)
+            b = aligned_faces(ref[here], mats[src[here]], aligner)
             to_unit = lambda x: torch.from_numpy(x).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1  # noqa: E731
             lpips_values.extend(models.lpips(to_unit(a), to_unit(b)).cpu().tolist())
         if here.any() and ("fid" in settings.metrics or clip_frames):
