@@ -144,3 +144,13 @@ def test_too_short_clip_is_rejected(net):
         sync_confidence(net, np.zeros((5, 224, 224, 3), np.uint8), np.zeros(16000, np.int16))
     with pytest.raises(InputError, match="int16"):
         sync_confidence(net, np.zeros((10, 224, 224, 3), np.uint8), np.zeros(16000, np.float32))
+
+
+@pytest.mark.gpu
+def test_sync_confidence_on_cuda_matches(evaluated):
+    ref, meta = evaluated
+    net = load_syncnet_v2(WEIGHTS, device="cuda")
+    result = sync_confidence(net, eval_frames(), ref["audio_int16"].numpy(), device="cuda")
+    assert result.offset == meta["av_offset"]
+    assert abs(result.sync_d - meta["min_dist"]) < 1e-3 and abs(result.sync_c - meta["conf"]) < 1e-3
+    assert np.abs(result.framewise_conf_smoothed - ref["framewise_conf_medfilt"].numpy()).max() < 1e-3
