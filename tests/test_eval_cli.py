@@ -9,14 +9,19 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import AUDIO, DATA, MEDIA
+
 from latentsync.audio import SAMPLE_RATE, load_audio, save_wav
 from latentsync.cli import main
 from latentsync.evaluation import api
 from latentsync.pipeline import LipSyncPipeline
 from latentsync.testing import write_random_models
-from latentsync.testing.metric_models import TINY_VGG_STAGES, write_random_i3d, write_random_inception, write_random_lpips
+from latentsync.testing.metric_models import (
+    TINY_VGG_STAGES,
+    write_random_i3d,
+    write_random_inception,
+    write_random_lpips,
+)
 
 EVAL = DATA / "golden" / "eval"
 SOURCE = MEDIA / "demo1_360p.mp4"  # 2 s, 50 frames of a talking face
@@ -81,6 +86,15 @@ def test_cli_report_matches_the_api(generated, checkpoints, tmp_path, monkeypatc
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 1 and "demo1_360p.mp4" in page
     assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json"]
+
+
+def test_sync_with_the_published_face_tracker_explains_a_missing_track(generated, checkpoints):
+    # S3FD tracks need more than 50 frames; this clip has 32: the report says so instead of failing.
+    report = api.evaluate(generated, metrics=["sync"], checkpoint_dir=checkpoints, offline=True, device="cpu")
+    video = report["videos"][0]
+    assert video["metrics"]["sync_c"] is None and video["metrics"]["sync_tracks"] == 0
+    assert "more than 50 frames" in video["notes"][0] and "--sync-faces tracker" in video["notes"][0]
+    assert set(report["weights"]) == {"syncnet_v2", "s3fd"} and report["aggregate"]["sync_c"] is None
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import pytest
 import scipy.linalg
 import scipy.ndimage
 import torch
-
 from conftest import GOLDEN, MEDIA, golden_config, psnr
+
 from latentsync.cli import eval_cmd
 from latentsync.errors import CheckpointError, InputError
 from latentsync.evaluation import api, fvd, sync_metric
@@ -29,7 +29,11 @@ from latentsync.evaluation.syncnet_acc import syncnet_accuracy
 from latentsync.face import FaceAligner, create_detector, track_faces
 from latentsync.media import VideoWriter, read_frames
 from latentsync.models import load_syncnet
-from latentsync.testing.metric_models import RandomI3D, write_random_i3d, write_random_inception
+from latentsync.testing.metric_models import (
+    RandomI3D,
+    write_random_i3d,
+    write_random_inception,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -172,7 +176,7 @@ def _ssim_scipy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     out = []
     for c in range(3):
         x, y = a[..., c].astype(np.float64), b[..., c].astype(np.float64)
-        f = lambda z: scipy.ndimage.gaussian_filter(z, 1.5, truncate=5 / 1.5)[5:-5, 5:-5]  # noqa: E731
+        f = lambda z: scipy.ndimage.gaussian_filter(z, 1.5, truncate=5 / 1.5)[5:-5, 5:-5]
         mx, my = f(x), f(y)
         vx, vy, cxy = f(x * x) - mx**2, f(y * y) - my**2, f(x * y) - mx * my
         c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2

@@ -14,9 +14,10 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -222,10 +223,9 @@ def _paired_frames(gen_path: Path, ref_path: Path, schedule: np.ndarray):
 
 @torch.no_grad()
 def _compare_with_source(cp: CheckedPair, models: _Models, settings: EvalSettings, feats: _Features, progress: bool,
-                         device: torch.device) -> tuple[dict, dict, list[str]]:
+                         device: torch.device) -> tuple[dict, list[str]]:
     """Metrics against the reference video: region SSIM/PSNR, LPIPS, and FID/FVD features (pooled in `feats`)."""
     metrics: dict[str, Any] = {}
-    series: dict[str, list] = {}
     notes: list[str] = []
     n_gen = cp.generated.frames_at(FPS)
     n_ref = cp.reference.frames_at(FPS)
@@ -256,7 +256,7 @@ def _compare_with_source(cp: CheckedPair, models: _Models, settings: EvalSetting
         if here.any() and "lpips" in settings.metrics:
             a = aligned_faces(gen[here], mats[src[here]], aligner)
             b = aligned_faces(ref[here], mats[src[here]], aligner)
-            to_unit = lambda x: torch.from_numpy(x).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1  # noqa: E731
+            to_unit = lambda x: torch.from_numpy(x).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
             lpips_values.extend(models.lpips(to_unit(a), to_unit(b)).cpu().tolist())
         if here.any() and ("fid" in settings.metrics or clip_frames):
             boxes = track.boxes[src[here]]
@@ -273,22 +273,19 @@ def _compare_with_source(cp: CheckedPair, models: _Models, settings: EvalSetting
     bar.close()
     if "ssim" in settings.metrics:
         metrics.update(tally.summary())
-        series["mouth_ssim"] = tally.ssim["mouth"] if len(tally.ssim["mouth"]) == n_gen else []
     if "lpips" in settings.metrics:
         metrics["lpips"] = float(np.mean(lpips_values)) if lpips_values else None
         metrics["lpips_frames"] = len(lpips_values)
     if "fid" in settings.metrics:
         metrics["fid_frames"] = fid_count
     if "fvd" in settings.metrics:
-        for side in ("generated", "reference"):
-            clips = np.stack([np.stack([clip_crops[side][s + t] for t in range(fvd_mod.CLIP_FRAMES)]) for s in starts]) \
-                if starts else np.zeros((0, fvd_mod.CLIP_FRAMES, CROP_SIZE, CROP_SIZE, 3), np.uint8)
-            if len(clips):
-                feats.fvd[side].append(fvd_mod.i3d_features(models.i3d, clips, settings.fvd_range))
+        for side in ("generated", "reference") if starts else ():
+            clips = np.stack([[clip_crops[side][s + t] for t in range(fvd_mod.CLIP_FRAMES)] for s in starts])
+            feats.fvd[side].append(fvd_mod.i3d_features(models.i3d, clips, settings.fvd_range))
         metrics["fvd_clips"] = len(starts)
         if not starts:
             notes.append(f"{cp.pair.generated.name}: no 16 consecutive frames with a face, no FVD clip")
-    return metrics, series, notes
+    return metrics, notes
 
 
 def _frechet(parts: dict[str, list[np.ndarray]], what: str, unit: str) -> tuple[float | None, int, str | None]:
@@ -334,6 +331,7 @@ def evaluate(
     started = time.perf_counter()
     hashes = {c: {"path": str(path), "sha256": file_sha256(path)} for c, path in sorted(p.paths.items())}
     models = _load_models(p, settings)
+    loaded = time.perf_counter()
     feats = _Features()
     videos = []
     for cp in tqdm(p.pairs, desc="evaluate", unit="video", disable=not progress or len(p.pairs) < 2):
@@ -350,9 +348,8 @@ def evaluate(
             entry["series"].update(series)
             entry["notes"].extend(notes)
         if settings.reference_metrics:
-            values, series, notes = _compare_with_source(cp, models, settings, feats, progress, p.device)
+            values, notes = _compare_with_source(cp, models, settings, feats, progress, p.device)
             entry["metrics"].update(values)
-            entry["series"].update(series)
             entry["notes"].extend(notes)
         videos.append(entry)
     aggregate: dict[str, Any] = {"videos": len(videos)}
@@ -367,7 +364,7 @@ def evaluate(
             if note:
                 notes.append(note)
     seconds = sum(v["seconds"] for v in videos)
-    elapsed = time.perf_counter() - started
+    elapsed = time.perf_counter() - loaded
     report = {
         "format": REPORT_FORMAT,
         "latentsync": __version__,
@@ -378,7 +375,7 @@ def evaluate(
         "videos": videos,
         "aggregate": aggregate,
         "notes": notes,
-        "timing": {"seconds": elapsed, "video_seconds": seconds,
+        "timing": {"load_seconds": loaded - started, "seconds": elapsed, "video_seconds": seconds,
                    "seconds_per_video_second": elapsed / seconds if seconds else None},
     }
     report = json_ready(report)

@@ -23,7 +23,7 @@ class FeatureStats:
     count: int
 
     @classmethod
-    def of(cls, features: np.ndarray, what: str) -> "FeatureStats":
+    def of(cls, features: np.ndarray, what: str) -> FeatureStats:
         feats = np.asarray(features, np.float64)
         if feats.ndim != 2 or len(feats) < 2:
             raise InputError(

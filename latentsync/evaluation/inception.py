@@ -40,7 +40,7 @@ class InceptionSizes:
         return self(320) + 2 * self(768) + self(192)
 
     @classmethod
-    def from_state(cls, state: dict[str, torch.Tensor]) -> "InceptionSizes":
+    def from_state(cls, state: dict[str, torch.Tensor]) -> InceptionSizes:
         if FIRST_CONV not in state:
             raise CheckpointError(
                 f"not an Inception-v3 state dict: no {FIRST_CONV}",
@@ -191,7 +191,7 @@ class FIDInception(nn.Module):
         self.Conv2d_2b_3x3 = BasicConv2d(s(32), s(64), 3, padding=1)
         self.Conv2d_3b_1x1 = BasicConv2d(s(64), s(80), 1)
         self.Conv2d_4a_3x3 = BasicConv2d(s(80), s(192), 3)
-        a_out = lambda pool: s(64) + s(64) + s(96) + s(pool)  # noqa: E731
+        a_out = lambda pool: s(64) + s(64) + s(96) + s(pool)
         self.Mixed_5b = BlockA(s(192), 32, s)
         self.Mixed_5c = BlockA(a_out(32), 64, s)
         self.Mixed_5d = BlockA(a_out(64), 64, s)

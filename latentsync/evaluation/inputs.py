@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from ..errors import InputError
 from ..media import VideoInfo, probe_video
@@ -78,7 +78,7 @@ def collect_pairs(
     reference_dir: PATHS | None = None,
 ) -> list[VideoPair]:
     """The (generated, reference) pairs described by the arguments; raises InputError when one cannot be paired."""
-    as_list = lambda x: [x] if isinstance(x, (str, os.PathLike)) else list(x or [])  # noqa: E731
+    as_list = lambda x: [x] if isinstance(x, (str, os.PathLike)) else list(x or [])
     videos, pairs = _expand(as_list(generated), "generated video")
     if not videos and not pairs:
         raise InputError("no generated videos given", "pass video files, folders, a .txt list or a .csv of pairs")

@@ -83,7 +83,7 @@ def _cell(value: Any, digits: int) -> str:
     if value is None:
         return "–"
     if isinstance(value, (int, float)):
-        return f"{value:.{digits}f}" if digits else str(int(round(value)))
+        return f"{value:.{digits}f}" if digits else str(round(value))
     return html.escape(str(value))
 
 

@@ -28,7 +28,7 @@ def load_sync_models(paths: dict[str, Path], faces: str, device: torch.device) -
     """SyncNet v2 (and S3FD for the published face source) on `device`."""
     from . import load_s3fd, load_syncnet_v2
 
-    models = {"net": load_syncnet_v2(paths["syncnet_v2"]).to(device)}
+    models = {"net": load_syncnet_v2(paths["syncnet_v2"], device=device)}
     if faces == "s3fd":
         models["s3fd"] = load_s3fd(paths["s3fd"], device=device)
     return models
@@ -57,7 +57,8 @@ def _summary(results: list[tuple[int, Any]]) -> tuple[dict, dict]:
 def _tracker_tracks(video: Path, models: dict, detector) -> list[tuple[int, Any]]:
     """Score each run of consecutive frames where this project's tracker follows the face."""
     from ..face import track_faces
-    from .crops import FaceTrack as CropTrack, audio_int16, track_crops
+    from .crops import FaceTrack as CropTrack
+    from .crops import audio_int16, track_crops
     from .sync import sync_confidence
 
     track = track_faces((f for _, f in read_frames(video)), detector, fps=FPS)

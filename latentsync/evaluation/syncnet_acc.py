@@ -10,9 +10,10 @@ seeded shuffle-free loader over `num_val_samples` (2048) samples, the default he
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
