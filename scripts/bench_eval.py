@@ -69,6 +69,8 @@ def main() -> None:
                             "load_seconds": timing["load_seconds"], "total_seconds": time.perf_counter() - started}
             print(f"{metric:>6}: {timing['seconds_per_video_second']:.2f} s per second of video "
                   f"(models loaded in {timing['load_seconds']:.1f} s)", flush=True)
+            for note in [n for v in report["videos"] for n in v["notes"]] + report["notes"]:
+                print(f"        note: {note}")
     result = {"video": args.generated, "video_seconds": report["timing"]["video_seconds"], "device": args.device,
               "sync_faces": args.sync_faces, "threads": torch.get_num_threads(), "machine": platform.platform(),
               "metrics": rows}

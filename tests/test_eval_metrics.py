@@ -13,9 +13,11 @@ import pytest
 import scipy.linalg
 import scipy.ndimage
 import torch
+import yaml
 from conftest import GOLDEN, MEDIA, golden_config, psnr
 
-from latentsync.cli import eval_cmd
+from latentsync.cli import eval_cmd, main
+from latentsync.data import SyncNetDataset
 from latentsync.errors import CheckpointError, InputError
 from latentsync.evaluation import api, fvd, sync_metric
 from latentsync.evaluation.fid import inception_features
@@ -239,11 +241,16 @@ def _aligned_clip(path, frames: np.ndarray, seed: int):
 
 def test_syncnet_accuracy_counts_as_published(tmp_path, frames):
     faces = np.stack([np.ascontiguousarray(f[60:316, 52:308]) for f in frames])
-    clips = [_aligned_clip(tmp_path / f"c{i}.mp4", np.concatenate([faces, faces[::-1], faces])[: 36], i) for i in range(2)]
+    data = tmp_path / "clips"
+    data.mkdir()
+    clips = [_aligned_clip(data / f"c{i}.mp4", np.concatenate([faces, faces[::-1], faces])[:36], i) for i in range(2)]
     config = {"model": golden_config("syncnet_config"), "data": {"resolution": 256, "num_frames": 16, "lower_half": True}}
+    (tmp_path / "syncnet.yaml").write_text(yaml.safe_dump(config))
     weights = GOLDEN / "syncnet_weights.safetensors"
-    result = syncnet_accuracy(config, weights, clips, num_samples=3, batch_size=3, seed=3)
-    from latentsync.data import SyncNetDataset
+    assert main(["eval-syncnet", "--config", str(tmp_path / "syncnet.yaml"), "--checkpoint", str(weights),
+                 "--data-dir", str(data), "--num-samples", "3", "--batch-size", "3", "--seed", "3",
+                 "--device", "cpu", "--output", str(tmp_path / "acc.json"), "--quiet"]) == 0
+    result = json.loads((tmp_path / "acc.json").read_text())
 
     model = load_syncnet(config, weights)
     dataset = SyncNetDataset(clips, resolution=256, num_frames=16, lower_half=True, seed=3)
@@ -256,8 +263,9 @@ def test_syncnet_accuracy_counts_as_published(tmp_path, frames):
             correct += ok
             per_label[float(item["label"])][0] += ok
             per_label[float(item["label"])][1] += 1
-    assert (result.correct, result.total) == (correct, 3) and result.accuracy == correct / 3
-    assert result.in_sync_accuracy == per_label[1.0][0] / max(per_label[1.0][1], 1)
+    assert (result["correct"], result["total"]) == (correct, 3) and result["accuracy"] == correct / 3
+    assert result["in_sync_accuracy"] == per_label[1.0][0] / max(per_label[1.0][1], 1)
+    assert result["off_sync_accuracy"] == per_label[0.0][0] / max(per_label[0.0][1], 1)
     with pytest.raises(InputError, match="no clips"):
         syncnet_accuracy(config, weights, [])
 
