@@ -55,17 +55,16 @@ def write_random_i3d(path: str | Path, seed: int = 0) -> Path:
 
 
 def write_random_inception(path: str | Path, divisor: int = 1, seed: int = 0, counters: bool = False) -> Path:
-    """An Inception state dict; BatchNorm statistics are drawn so that activations stay of order 1."""
+    """An Inception state dict whose BatchNorm statistics are those of random images (one pass in training
+    mode), so that activations stay of order 1 through the 94 layers, as with trained weights."""
     torch.manual_seed(seed)
     model = FIDInception(InceptionSizes(divisor))
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for norm in norms:
+        norm.momentum = None  # the running statistics become those of the pass below
     with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.1, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
-                module.weight.uniform_(0.8, 1.2)
-                module.bias.uniform_(-0.1, 0.3)
-    state = {k: v for k, v in model.state_dict().items() if counters or not k.endswith("num_batches_tracked")}
+        model.train()(torch.rand(2, 3, 75, 75))
+    state = {k: v for k, v in model.eval().state_dict().items() if counters or not k.endswith("num_batches_tracked")}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, path)
