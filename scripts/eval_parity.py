@@ -1,7 +1,8 @@
 """Print the largest differences between the evaluation models and the published evaluation's parity vectors.
 
-Usage: python scripts/eval_parity.py [tests/data/golden/eval]
-Reads the random-weight files and vectors the tests use; prints one line per compared quantity.
+Usage: python scripts/eval_parity.py [tests/data/golden/eval] [--threads N]
+Reads the random-weight files and vectors the tests use; prints one line per compared quantity. The thread count
+changes float32 summation order, so errors differ slightly with it.
 """
 
 from __future__ import annotations
@@ -89,4 +90,9 @@ def main(folder: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parents[1] / "tests/data/golden/eval"))
+    args = sys.argv[1:]
+    if "--threads" in args:
+        at = args.index("--threads")
+        torch.set_num_threads(int(args[at + 1]))
+        del args[at : at + 2]
+    main(Path(args[0]) if args else Path(__file__).parents[1] / "tests/data/golden/eval")

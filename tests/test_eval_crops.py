@@ -18,6 +18,9 @@ from latentsync.evaluation.crops import (
 from latentsync.evaluation.sync import combine_tracks
 from latentsync.media import VideoWriter, read_frames
 
+# On this shared CI-sized machine, one thread per test process is faster than contending for two.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 EVAL = DATA / "golden" / "eval"
 SOURCE = MEDIA / "demo1_360p.mp4"
 
@@ -68,6 +71,17 @@ def test_tracking_rules():
     assert tracks_in_scenes(moving_face(90), scenes, min_track=50)[0].first_frame == 30  # the 30-frame scene is skipped
 
 
+def test_face_listed_after_a_joining_face_waits_for_the_next_track():
+    """Two heavily overlapping faces per frame: as in the published loop, the second one listed never joins the
+    track its neighbour just joined (no two boxes of one frame in a track); it forms the next track."""
+    first = moving_face(60)
+    second = moving_face(60, start=105.0)
+    tracks = track_faces([np.concatenate([a, b]) for a, b in zip(first, second)], min_track=50)
+    assert len(tracks) == 2
+    assert [len(t.frames) for t in tracks] == [60, 60]
+    assert tracks[0].boxes[0, 0] == 100.0 and tracks[1].boxes[0, 0] == 105.0
+
+
 def test_scene_cuts():
     rng = np.random.default_rng(0)
     a, b = (rng.integers(0, 256, (90, 160, 3), dtype=np.uint8) for _ in range(2))
@@ -115,6 +129,9 @@ def test_score_video_end_to_end(models, small_clip):
     assert len(track.window_times) == direct.num_windows and track.window_times[0] == track.first_frame / 25
     assert result.combined == combine_tracks([t.result for t in result.tracks])
     assert np.isfinite(result.combined.sync_d) and result.combined.sync_c >= 0
+    report = json.loads(json.dumps(result.as_dict()))
+    assert report["offset"] == result.combined.offset and len(report["tracks"]) == len(result.tracks)
+    assert report["tracks"][0]["window_times"] == pytest.approx(track.window_times.tolist())
 
 
 class NoFaces:
@@ -132,6 +149,12 @@ def test_no_face_track_is_reported(models, tmp_path):
     result = score_video(gray, syncnet, NoFaces())
     assert not result.found_face and result.tracks == [] and result.combined is None
     assert result.num_frames == 30 and result.reason.startswith("no face track")
+    assert result.as_dict()["sync_c"] is None and result.as_dict()["found_face"] is False
+
+
+def test_missing_file_is_rejected(models, tmp_path):
+    with pytest.raises(InputError):
+        score_video(tmp_path / "missing.mp4", *models)
 
 
 def test_video_without_audio_is_rejected(models, tmp_path):

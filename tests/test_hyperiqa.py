@@ -16,6 +16,9 @@ from latentsync.evaluation.hyperiqa import HyperNet, KEEP_THRESHOLD, iqa_frame_i
 from latentsync.media import read_frames
 from test_eval_syncnet_v2 import read_keys
 
+# On this shared CI-sized machine, one thread per test process is faster than contending for two.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 EVAL = DATA / "golden" / "eval"
 
 
@@ -61,7 +64,8 @@ def test_scores_match_published_filter(iqa, ref):
     for name, value in data.items():
         if name.startswith("paras."):
             got = seen[name.removeprefix("paras.")]
-            assert got.shape == value.shape and (got - value).abs().max() < 1e-4, name
+            # 1e-4 absolute, plus float32 rounding of values up to ~12 (thread counts change the summation order)
+            torch.testing.assert_close(got, value, rtol=1e-5, atol=1e-4, msg=name)
     params = {k: v for k, v in seen.items() if k != "input"}
     assert np.abs(target_scores(params).numpy() - data["per_crop_score"].numpy()).max() < 1e-3
     assert abs(score - meta["score"]) < 1e-3 and (score >= KEEP_THRESHOLD) == meta["kept"]
