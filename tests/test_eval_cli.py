@@ -4,6 +4,7 @@ model is loaded."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -84,7 +85,8 @@ def test_cli_report_matches_the_api(generated, checkpoints, tmp_path, monkeypatc
     assert agg["sync_c"] == m["sync_c"] and agg["psnr_mouth"] == m["psnr_mouth"]
     assert any("FVD from 2 clips" in n for n in saved["notes"])  # few samples are flagged
     assert set(saved["weights"]) == {"syncnet_v2", "i3d", "inception", "vgg16", "lpips"}
-    assert all(len(w["sha256"]) == 64 for w in saved["weights"].values())
+    i3d = checkpoints / "auxiliary" / "i3d_torchscript.pt"
+    assert saved["weights"]["i3d"] == {"path": str(i3d), "sha256": hashlib.sha256(i3d.read_bytes()).hexdigest()}
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 1 and "demo1_360p.mp4" in page
     assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json"]
