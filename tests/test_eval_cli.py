@@ -42,7 +42,7 @@ def generated(tmp_path_factory) -> Path:
         whisper=tiny["whisper"], face_backend="mediapipe", offline=True,
     )
     speech = save_wav(root / "speech.wav", load_audio(AUDIO / "demo2_speech.flac")[: int(1.28 * SAMPLE_RATE)])
-    return pipe(SOURCE, speech, root / "demo1_360p.mp4", num_inference_steps=2, seed=0, progress=False)
+    return pipe(SOURCE, speech, root / "demo1_360p.mp4", num_inference_steps=2, seed=0, progress=False).path
 
 
 @pytest.fixture(scope="module")

@@ -56,7 +56,7 @@ def test_package_import_is_light_and_exports_the_api():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == str(sorted([
         "load_syncnet_v2", "load_s3fd", "load_hyperiqa", "mfcc", "sync_confidence", "score_video",
-        "SyncResult", "CombinedSync", "FaceTrack", "TrackSync", "VideoSync"]))
+        "evaluate", "SyncResult", "CombinedSync", "FaceTrack", "TrackSync", "VideoSync"]))
 
 
 def test_full_size_keys_match_published_file():

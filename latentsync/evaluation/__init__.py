@@ -6,28 +6,31 @@ Names are imported on first use (PEP 562), so `import latentsync.evaluation` loa
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from ..lazy import lazy_exports
 
 # public name -> submodule that defines it
 _EXPORTS = {
-    "load_syncnet_v2": "syncnet_v2",
-    "load_s3fd": "s3fd",
-    "load_hyperiqa": "hyperiqa",
-    "mfcc": "mfcc",
-    "sync_confidence": "sync",
-    "score_video": "crops",
+    "load_syncnet_v2": ".syncnet_v2",
+    "load_s3fd": ".s3fd",
+    "load_hyperiqa": ".hyperiqa",
+    "mfcc": ".mfcc",
+    "sync_confidence": ".sync",
+    "score_video": ".crops",
+    "evaluate": ".api",
     # result types
-    "SyncResult": "sync",
-    "CombinedSync": "sync",
-    "FaceTrack": "crops",
-    "TrackSync": "crops",
-    "VideoSync": "crops",
+    "SyncResult": ".sync",
+    "CombinedSync": ".sync",
+    "FaceTrack": ".crops",
+    "TrackSync": ".crops",
+    "VideoSync": ".crops",
 }
 
 __all__ = list(_EXPORTS)
 
 if TYPE_CHECKING:
+    from .api import evaluate
     from .crops import FaceTrack, TrackSync, VideoSync, score_video
     from .hyperiqa import load_hyperiqa
     from .mfcc import mfcc
@@ -35,14 +38,4 @@ if TYPE_CHECKING:
     from .sync import CombinedSync, SyncResult, sync_confidence
     from .syncnet_v2 import load_syncnet_v2
 
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from .. import __version__, weights
 from ..checkpoint import build_with_weights, load_state_dict
 from ..errors import InputError
-from ..face import FaceAligner, FaceTrack, create_detector, track_faces
+from ..face import FaceAligner, create_detector, detect_video_track, track_matrices
 from ..media import FPS, frame_schedule, read_frames
 from ..models.lpips import LPIPS, lpips_state
 from . import fvd as fvd_mod
@@ -178,14 +178,6 @@ def face_box_crops(frames: np.ndarray, boxes: np.ndarray, size: int = CROP_SIZE)
     return out
 
 
-def _track_matrices(track: FaceTrack, aligner: FaceAligner) -> np.ndarray:
-    """(N, 2, 3) alignment matrices of the track's frames (zeros where the face is absent)."""
-    mats = np.zeros((len(track), 2, 3))
-    if track.present.any():
-        mats[track.present] = aligner.matrices(track.points[track.present])
-    return mats
-
-
 def aligned_faces(frames: np.ndarray, mats: np.ndarray, aligner: FaceAligner) -> np.ndarray:
     """(N, R, R, 3) uint8 faces aligned by the track's matrices: the pipeline's crop, stretched to R x R in one
     bilinear warp (the pipeline resizes with Lanczos-4; for comparing two videos the same way this is enough)."""
@@ -230,11 +222,11 @@ def _compare_with_source(cp: CheckedPair, models: _Models, settings: EvalSetting
     n_gen = cp.generated.frames_at(FPS)
     n_ref = cp.reference.frames_at(FPS)
     schedule = frame_schedule(n_ref, n_gen)
-    track = track_faces((f for _, f in read_frames(cp.pair.reference)), models.detector, fps=FPS)
+    track = detect_video_track(cp.pair.reference, models.detector)
     if not track.present.any():
         notes.append(f"no face found in the reference {cp.pair.reference.name}: face metrics skipped")
     aligner = FaceAligner(MASK_RESOLUTION, device=device)
-    mats = _track_matrices(track, aligner)
+    mats = track_matrices(aligner, track)  # the pipeline's matrices, smoothing restarted after each absence
     present = track.present[schedule]
     clip_frames = set()
     starts = fvd_mod.clip_starts(present, settings.fvd_clips) if "fvd" in settings.metrics else []
