@@ -1,0 +1,63 @@
+"""The two model filters behind one small interface: `SyncFilter(clip) -> (offset, confidence)` with the original
+SyncNet on S3FD face tracks, and `QualityFilter(clip) -> score` with HyperIQA on the first, middle and last frames.
+The models come from `latentsync.evaluation` (published weights, or random ones of the same format in tests)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ...errors import LatentSyncError
+from ...media import probe_video, read_frames
+
+IQA_SIZE = 256  # HyperIQA's published filter reads 256 x 256 clips (then takes a 224 centre crop)
+
+
+class NoSyncFace(LatentSyncError):
+    """SyncNet's face tracker found no face track of the required length in the clip."""
+
+
+class SyncFilter:
+    """Offset and confidence of a clip, as the published sync filter computes them."""
+
+    def __init__(self, syncnet_path: str | os.PathLike, s3fd_path: str | os.PathLike, device: str = "cpu"):
+        from ...evaluation import load_s3fd, load_syncnet_v2
+
+        self.device = device
+        self.syncnet = load_syncnet_v2(syncnet_path, device=device)
+        self.detector = load_s3fd(s3fd_path, device=device)
+
+    def __call__(self, clip: str | os.PathLike) -> tuple[int, float]:
+        from ...evaluation import score_video
+
+        scored = score_video(clip, self.syncnet, self.detector, device=self.device)
+        if scored is None or not getattr(scored, "tracks", True):
+            raise NoSyncFace("SyncNet's face tracker found no face track in the clip")
+        combined = getattr(scored, "combined", scored)
+        return int(combined.offset), float(combined.sync_c)
+
+
+class QualityFilter:
+    """HyperIQA score of a clip: the mean over its first, middle and last frames (as published)."""
+
+    def __init__(self, hyperiqa_path: str | os.PathLike, device: str = "cpu"):
+        from ...evaluation import load_hyperiqa
+
+        self.model = load_hyperiqa(hyperiqa_path, device=device)
+
+    def __call__(self, clip: str | os.PathLike) -> float:
+        return float(self.model.score(quality_frames(clip)))
+
+
+def quality_frames(clip: str | os.PathLike) -> np.ndarray:
+    """Frames 0, n // 2 and n - 1 of the clip as (3, 256, 256, 3) RGB uint8 (other sizes resized with area
+    averaging; the published filter ran on 256 px clips)."""
+    n = probe_video(clip).frames_at()
+    frames = [frame for _, frame in read_frames(Path(clip), indices=[0, n // 2, n - 1])]
+    return np.stack([
+        f if f.shape[:2] == (IQA_SIZE, IQA_SIZE) else cv2.resize(f, (IQA_SIZE, IQA_SIZE), interpolation=cv2.INTER_AREA)
+        for f in frames
+    ])
