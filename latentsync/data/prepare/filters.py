@@ -5,15 +5,8 @@ The models come from `latentsync.evaluation` (published weights, or random ones 
 from __future__ import annotations
 
 import os
-from pathlib import Path
-
-import cv2
-import numpy as np
 
 from ...errors import LatentSyncError
-from ...media import probe_video, read_frames
-
-IQA_SIZE = 256  # HyperIQA's published filter reads 256 x 256 clips (then takes a 224 centre crop)
 
 
 class NoSyncFace(LatentSyncError):
@@ -41,7 +34,8 @@ class SyncFilter:
 
 
 class QualityFilter:
-    """HyperIQA score of a clip: the mean over its first, middle and last frames (as published)."""
+    """HyperIQA score of a clip as the published filter computes it: the mean over its first, middle and last
+    frames, each centre-cropped to 224 x 224 (the published filter ran on 256 px clips)."""
 
     def __init__(self, hyperiqa_path: str | os.PathLike, device: str = "cpu"):
         from ...evaluation import load_hyperiqa
@@ -49,15 +43,6 @@ class QualityFilter:
         self.model = load_hyperiqa(hyperiqa_path, device=device)
 
     def __call__(self, clip: str | os.PathLike) -> float:
-        return float(self.model.score(quality_frames(clip)))
+        from ...evaluation.hyperiqa import read_iqa_frames
 
-
-def quality_frames(clip: str | os.PathLike) -> np.ndarray:
-    """Frames 0, n // 2 and n - 1 of the clip as (3, 256, 256, 3) RGB uint8 (other sizes resized with area
-    averaging; the published filter ran on 256 px clips)."""
-    n = probe_video(clip).frames_at()
-    frames = [frame for _, frame in read_frames(Path(clip), indices=[0, n // 2, n - 1])]
-    return np.stack([
-        f if f.shape[:2] == (IQA_SIZE, IQA_SIZE) else cv2.resize(f, (IQA_SIZE, IQA_SIZE), interpolation=cv2.INTER_AREA)
-        for f in frames
-    ])
+        return float(self.model.score(read_iqa_frames(clip)))
