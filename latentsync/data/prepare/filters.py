@@ -27,10 +27,9 @@ class SyncFilter:
         from ...evaluation import score_video
 
         scored = score_video(clip, self.syncnet, self.detector, device=self.device)
-        if scored is None or not getattr(scored, "tracks", True):
-            raise NoSyncFace("SyncNet's face tracker found no face track in the clip")
-        combined = getattr(scored, "combined", scored)
-        return int(combined.offset), float(combined.sync_c)
+        if not scored.found_face:
+            raise NoSyncFace(scored.reason)
+        return int(scored.combined.offset), float(scored.combined.sync_c)
 
 
 class QualityFilter:
