@@ -211,3 +211,24 @@ def test_bad_settings_fail_before_any_work(tmp_path):
     with pytest.raises(InputError, match="no videos"):
         prepare_dataset(tmp_path, tmp_path / "out", SETTINGS)
     assert not (tmp_path / "out").exists()
+
+
+def test_face_filter_and_resampling_switch(prepared):
+    inputs, out, _ = prepared
+    tiny = prepare_dataset(inputs, out, PrepareSettings(**{**SETTINGS.__dict__, "min_face_size": 1e6, "max_faces": 1}),
+                           workers=2, progress=False)
+    assert tiny.computed == {"face_filter": 3} and tiny.clips == []
+    assert tiny.steps["face_filter"]["rejected"] == {"face too small": 3}
+    sizes = [size for (size,) in table(out, "clips", "face_size")]
+    assert all(20 < size < 200 for size in sizes)  # px, shorter side of the face box in the 180 x 320 inputs
+    assert [faces for (faces,) in table(out, "clips", "faces")] == [1, 1, 1]
+    single = prepare_dataset(inputs, out, PrepareSettings(**{**SETTINGS.__dict__, "min_face_size": 10, "max_faces": 1}),
+                             workers=2, progress=False)
+    assert single.computed == {"publish": 3} and len(single.clips) == 3  # nothing measured again
+    native = prepare_dataset(inputs, out, PrepareSettings(**{**SETTINGS.__dict__, "skip": ("sync", "quality", "resample")}),
+                             workers=2, progress=False)
+    assert native.steps["resample"]["rejected"] == {"not 25 fps / 16 kHz": 1}  # the 30 fps input
+    assert dict(table(out, "videos", "video, reason"))["demo3_30fps.mp4"] == "not 25 fps / 16 kHz"
+    again = prepare_dataset(inputs, out, SETTINGS, workers=2, progress=False)
+    assert len(again.clips) == 3 and set(again.computed) == {"resample", "segments", "align", "publish"}
+    assert again.computed["align"] == 1  # only the clip of the video rejected in between

@@ -24,11 +24,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ...errors import InputError
+from ...errors import InputError, LatentSyncError
 from ...media import FPS
 from ...weights import has_components, resolve
 from .engines import create_engine
-from .manifest import Manifest
+from .manifest import CLIP_SCORES, Manifest
 from .report import SUMMARY, PrepareReport, write_outputs
 from .settings import PrepareSettings
 from .steps import CLIP_STEPS, CLIPS_DIR, MODEL_STEPS, VIDEO_STEPS, WORK_DIR, Context, Outcome, Task, clip_id
@@ -95,13 +95,17 @@ def prepare_dataset(
         pool = create_engine(engine, workers, ray_address)
         try:
             runner.run([_VideoItem(v.relative_to(input_dir).as_posix(), v.stat()) for v in videos], pool)
+        except BrokenProcessPool as exc:
+            pool.close(cancel=True)
+            raise LatentSyncError("a worker process died (out of memory, or killed)",
+                                  "run the same command again: finished work is kept; try fewer --workers") from exc
         except BaseException:
             pool.close(cancel=True)
             raise
         pool.close()
         report = write_outputs(manifest, output_dir, settings)
     report.seconds = time.monotonic() - started
-    report.computed = runner.computed
+    report.computed, report.step_seconds, report.workers = runner.computed, runner.step_seconds, pool.workers
     report.write_summary(output_dir / SUMMARY)
     return report
 
@@ -149,6 +153,7 @@ class _Runner:
         self.order = itertools.count()
         self.counted: set[tuple[str, str]] = set()  # (item, step) seen, and (item, step + "/done") finished
         self.computed: dict[str, int] = {}  # step -> tasks run by this run
+        self.step_seconds: dict[str, float] = {}  # step -> worker time spent on it by this run
         self.bars = {
             step: tqdm(desc=f"{step:>11}", total=0, unit="item", disable=not progress, position=i, leave=True,
                        mininterval=0.5)
@@ -197,6 +202,7 @@ class _Runner:
                     self.manifest.put_step(item.id, step, key, outcome.status, outcome.result, outcome.reason,
                                            outcome.detail, self.run_id)
                 self.computed[step] = self.computed.get(step, 0) + 1
+                self.step_seconds[step] = self.step_seconds.get(step, 0.0) + outcome.seconds
                 self.advance(item)
         for bar in self.bars.values():
             bar.close()
@@ -335,9 +341,10 @@ class _Runner:
             wanted = {c.id for c in clips}
             self.manifest.forget([c for c in self.manifest.clips_of(item.video) if c not in wanted], "clips")
             split = "val" if _unit_hash(item.video) < self.settings.val_fraction else "train"
-            for clip in clips:
+            for clip in clips:  # scores are filled in again as the clip goes through its steps
                 self.manifest.put_clip(clip.id, video=item.video, start=clip.start, end=clip.end,
-                                       seconds=(clip.end - clip.start) / FPS, state="pending", split=split)
+                                       seconds=(clip.end - clip.start) / FPS, state="pending", split=split, path=None,
+                                       step=None, reason=None, detail=None, **dict.fromkeys(CLIP_SCORES))
         for clip in clips:
             self.advance(clip)
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -79,6 +80,7 @@ class Outcome:
     result: dict | None = None
     reason: str | None = None
     detail: str | None = None
+    seconds: float = 0.0  # time the step took in the worker (benchmarks; not recorded in the manifest)
 
 
 def clip_id(video: str, start: int, end: int) -> str:
@@ -93,6 +95,12 @@ def clip_stem(video: str, start: int, end: int) -> str:
 def run_task(ctx: Context, task: Task) -> Outcome:
     """Run one step of one item; never raises."""
     _one_thread()
+    started = time.perf_counter()
+    outcome = _outcome(ctx, task)
+    return replace(outcome, seconds=time.perf_counter() - started)
+
+
+def _outcome(ctx: Context, task: Task) -> Outcome:
     try:
         return Outcome("done", STEP_FUNCTIONS[task.step](ctx, task))
     except Rejected as exc:
