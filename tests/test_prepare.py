@@ -33,6 +33,12 @@ def table(out, name: str, columns: str = "*") -> list[tuple]:
         return sorted(db.execute(f"SELECT {columns} FROM {name}").fetchall(), key=repr)
 
 
+def step_result(out, item: str, step: str) -> dict:
+    with sqlite3.connect(out / "manifest.sqlite") as db:
+        (result,) = db.execute("SELECT result FROM steps WHERE item = ? AND step = ?", (item, step)).fetchone()
+    return json.loads(result)
+
+
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     root = tmp_path_factory.mktemp("prepare")
@@ -139,9 +145,10 @@ def test_offset_correction_shifts_the_audio_by_offset_x_40ms(prepared):
             assert np.array_equal(shifted, source[-lag : -lag + len(base)])
     # through the real publish step: the kept clip's audio is the aligned clip's, shifted by 3 frames
     ctx = Context(str(inputs), str(out), SETTINGS, "mediapipe")
-    aligned = "work/aligned/cut/000000-000049.mov"
+    aligned = step_result(out, "cut.mp4#000000-000049", "align")["aligned"]
     done = run_task(ctx, Task("publish", "x", "cut.mp4", {"span": [0, 50], "aligned": aligned, "offset": 3}))
-    assert done.status == "done" and done.result == {"path": "clips/cut/000000-000049.mp4", "shift_ms": 120}
+    assert done.status == "done" and done.result["path"] == "clips/cut/000000-000049.mp4"
+    assert done.result["shift_ms"] == 120
     published, original = load_audio(out / done.result["path"]), load_audio(out / aligned)
     window = slice(4000, 28000)
     lags = range(-2560, 2561)
@@ -188,8 +195,7 @@ def test_manifest_records_every_step_of_every_item(prepared):
         assert {s: st for (i, s), st in steps.items() if i == clip} == {"align": "done", "publish": "done"}
     rows = {r[0]: r[1:] for r in table(out, "clips", "clip, state, path, video")}
     assert rows["cut.mp4#000063-000099"] == ("kept", "clips/cut/000063-000099.mp4", "cut.mp4")
-    with sqlite3.connect(out / "manifest.sqlite") as db:
-        result = json.loads(db.execute("SELECT result FROM steps WHERE item = 'cut.mp4' AND step = 'faces'").fetchone()[0])
+    result = step_result(out, "cut.mp4", "faces")
     assert result["found"] + result["absent"] == 100 and (out / result["track"]).is_file()
 
 
@@ -232,3 +238,15 @@ def test_face_filter_and_resampling_switch(prepared):
     again = prepare_dataset(inputs, out, SETTINGS, workers=2, progress=False)
     assert len(again.clips) == 3 and set(again.computed) == {"resample", "segments", "align", "publish"}
     assert again.computed["align"] == 1  # only the clip of the video rejected in between
+
+
+def test_two_runs_cannot_share_an_output_folder(prepared, tmp_path):
+    import fcntl
+
+    inputs, _, _ = prepared
+    (tmp_path / "out").mkdir()
+    with open(tmp_path / "out" / ".prepare.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running prepare holds it
+        with pytest.raises(InputError, match="another `latentsync prepare` is writing"):
+            prepare_dataset(inputs, tmp_path / "out", SETTINGS, workers=1, progress=False)
+    assert not (tmp_path / "out" / "manifest.sqlite").exists()

@@ -5,6 +5,7 @@ meaningless scores), and new thresholds or weights redo only what they affect.""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 
@@ -24,7 +25,6 @@ EVAL = DATA / "golden" / "eval"
 OPEN = dict(min_sync_confidence=-1e9, max_sync_offset=15, min_quality=-1e9)  # keep whatever random weights say
 BASE = dict(resolution=256, min_seconds=2.0, max_seconds=3.0, face_backend="mediapipe", skip=("shots",))
 CLIP = "clips/talk/000000-000063.mp4"
-ALIGNED = "work/aligned/talk/000000-000063.mov"
 FRAMES = 64  # SyncNet's face tracks need more than 50 frames
 
 
@@ -51,6 +51,13 @@ def run(root, **thresholds):
                            offline=True, progress=False)
 
 
+def aligned(out):
+    """The aligned work copy of the clip, as the manifest names it."""
+    with sqlite3.connect(out / "manifest.sqlite") as db:
+        (result,) = db.execute("SELECT result FROM steps WHERE step = 'align'").fetchone()
+    return out / json.loads(result)["aligned"]
+
+
 def clip_row(out) -> dict:
     with sqlite3.connect(out / "manifest.sqlite") as db:
         db.row_factory = sqlite3.Row
@@ -62,11 +69,11 @@ def test_scores_are_those_of_the_evaluation_models(setup, one_thread):
     row = clip_row(out)
     assert row["state"] == "kept" and report.clips == [out / CLIP]
     aux = root / "checkpoints" / "auxiliary"
-    scored = score_video(out / ALIGNED, load_syncnet_v2(aux / "syncnet_v2.model"), load_s3fd(aux / "sfd_face.pth"))
+    scored = score_video(aligned(out), load_syncnet_v2(aux / "syncnet_v2.model"), load_s3fd(aux / "sfd_face.pth"))
     assert scored.found_face
     assert row["sync_offset"] == scored.combined.offset
     assert row["sync_confidence"] == pytest.approx(scored.combined.sync_c, abs=1e-5)
-    quality = load_hyperiqa(aux / "koniq_pretrained.pkl").score(read_iqa_frames(out / ALIGNED))
+    quality = load_hyperiqa(aux / "koniq_pretrained.pkl").score(read_iqa_frames(aligned(out)))
     assert row["quality"] == pytest.approx(quality, abs=1e-4)
     assert (out / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -74,10 +81,10 @@ def test_scores_are_those_of_the_evaluation_models(setup, one_thread):
 def test_kept_clip_audio_is_shifted_by_the_measured_offset(setup):
     _, out, _ = setup
     offset = clip_row(out)["sync_offset"]
-    published, aligned = load_audio(out / CLIP), load_audio(out / ALIGNED)
+    published, original = load_audio(out / CLIP), load_audio(aligned(out))
     window = slice(11000, 23000)
     lags = range(-16 * 640, 16 * 640 + 1)
-    best = max(lags, key=lambda s: float(np.dot(published[window], aligned[window.start - s : window.stop - s])))
+    best = max(lags, key=lambda s: float(np.dot(published[window], original[window.start - s : window.stop - s])))
     assert best == offset * 640  # offset x 40 ms, to the sample
 
 

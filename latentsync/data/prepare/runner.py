@@ -10,6 +10,8 @@ run killed at any moment loses only the tasks in flight, and kept clips are list
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import heapq
 import itertools
@@ -36,6 +38,7 @@ from .steps import CLIP_STEPS, CLIPS_DIR, MODEL_STEPS, VIDEO_STEPS, WORK_DIR, Co
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.sqlite"
+LOCK = ".prepare.lock"
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 STEP_VERSION = 1  # bump when a step's output changes for the same inputs
 ORDER = {step: i for i, step in enumerate(VIDEO_STEPS + CLIP_STEPS)}
@@ -87,8 +90,8 @@ def prepare_dataset(
                   None if checkpoint_dir is None else str(checkpoint_dir), offline, device, device, weights)
     workers = workers or max(1, (os.cpu_count() or 2) - 1)
     started = time.monotonic()
-    _remove_partial_files(output_dir)
-    with Manifest(output_dir / MANIFEST) as manifest:
+    with _exclusive(output_dir), Manifest(output_dir / MANIFEST) as manifest:
+        _remove_partial_files(output_dir)
         run = manifest.start_run({**asdict(settings), "face_backend": backend})
         runner = _Runner(ctx, manifest, run, _weight_ids(weights), progress)
         runner.forget_missing([v.relative_to(input_dir).as_posix() for v in videos])
@@ -232,7 +235,8 @@ class _Runner:
             if not self._runs(step):
                 continue
             self._count(item, step)
-            key, inputs = self._key(item, step), self._inputs(item, step)
+            key = self._key(item, step)
+            inputs = {**self._inputs(item, step), "tag": key[:10]}
             row = self.manifest.step(item.id, step)
             fresh = row is not None and row["key"] == key and (row["status"] != "error" or row["run"] == self.run_id)
             if not fresh or not self._outputs_exist(row):
@@ -294,9 +298,12 @@ class _Runner:
         return int(item.results["sync"]["sync_offset"]) if self.settings.enabled("sync") else 0
 
     def _outputs_exist(self, row: dict) -> bool:
+        """Whether the files a stored result names are there (and the kept clip is the one recorded)."""
         result = row["result"] or {}
         out = Path(self.ctx.output_dir)
-        return all((out / result[name]).is_file() for name in ("track", "aligned", "path") if name in result)
+        if not all((out / result[name]).is_file() for name in ("track", "aligned", "path") if name in result):
+            return False
+        return "bytes" not in result or (out / result["path"]).stat().st_size == result["bytes"]
 
     def _decide(self, step: str, result: dict) -> tuple[str, str] | None:
         """The rejection (reason, detail) that the thresholds give for a step's scores, or None."""
@@ -364,6 +371,19 @@ def _weight_ids(weights: dict[str, str]) -> dict[str, str]:
                 digest.update(chunk)
         ids[name] = digest.hexdigest()[:16]
     return ids
+
+
+@contextlib.contextmanager
+def _exclusive(output_dir: Path):
+    """Hold a lock on the output folder: two runs writing one manifest and one set of clips would collide."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open(output_dir / LOCK, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"another `latentsync prepare` is writing to {output_dir}",
+                             "wait for it to finish, or use another output folder") from None
+        yield  # the lock goes with the file handle, also when the process is killed
 
 
 def _remove_partial_files(output_dir: Path) -> None:

@@ -71,7 +71,7 @@ class Task:
     step: str
     item: str  # the video (path relative to the input folder) or the clip id
     video: str
-    inputs: dict[str, Any]  # what earlier steps found, as the step needs it
+    inputs: dict[str, Any]  # what earlier steps found, as the step needs it, and `tag`: the start of the step's key
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,7 @@ def faces_step(ctx: Context, task: Task) -> dict:
     counts = track.counts
     if counts["found"] == 0:
         raise Rejected("no face", f"no face found in {track.num_frames} frames ({track.backend})")
-    name = Path(WORK_DIR, "tracks", task.video).with_suffix(".npz").as_posix()
+    name = Path(WORK_DIR, "tracks", task.video).with_suffix(f".{task.inputs['tag']}.npz").as_posix()
     track.save(Path(ctx.output_dir) / name)
     return {"track": name, **counts}
 
@@ -199,7 +199,8 @@ def align_step(ctx: Context, task: Task) -> dict:
     start, end = task.inputs["span"]
     source = _source(ctx, task)
     track = load_video_track(Path(ctx.output_dir) / task.inputs["track"], probe_video(source))
-    name = f"{WORK_DIR}/aligned/{clip_stem(task.video, start, end)}.mov"  # .mov: never taken for a kept .mp4 clip
+    # .mov: never taken for a kept .mp4 clip; the tag (from the step's key) keeps other settings' files apart
+    name = f"{WORK_DIR}/aligned/{clip_stem(task.video, start, end)}.{task.inputs['tag']}.mov"
     aligner = _cached(("aligner", ctx.settings.resolution, ctx.device),
                       lambda: FaceAligner(ctx.settings.resolution, ctx.device))
     write_aligned_clip(source, Path(ctx.output_dir) / name, track, aligner, start, end, load_audio(source))
@@ -228,8 +229,10 @@ def publish_step(ctx: Context, task: Task) -> dict:
     offset = task.inputs["offset"]
     name = f"{CLIPS_DIR}/{clip_stem(task.video, start, end)}.mp4"
     speech = clip_audio(load_audio(_source(ctx, task)), start, end, offset)
-    publish_clip(Path(ctx.output_dir) / task.inputs["aligned"], Path(ctx.output_dir) / name, speech)
-    return {"path": name, "shift_ms": offset * 1000 // int(FPS)}
+    target = Path(ctx.output_dir) / name
+    publish_clip(Path(ctx.output_dir) / task.inputs["aligned"], target, speech)
+    # the size tells a clip of other settings (written by a run killed before recording it) from this one
+    return {"path": name, "shift_ms": offset * 1000 // int(FPS), "bytes": target.stat().st_size}
 
 
 STEP_FUNCTIONS: dict[str, Callable[[Context, Task], dict]] = {
