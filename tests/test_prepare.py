@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 import sqlite3
+import subprocess
+import sys
 
 import av
 import numpy as np
@@ -241,12 +243,17 @@ def test_face_filter_and_resampling_switch(prepared):
 
 
 def test_two_runs_cannot_share_an_output_folder(prepared, tmp_path):
-    import fcntl
-
     inputs, _, _ = prepared
-    (tmp_path / "out").mkdir()
-    with open(tmp_path / "out" / ".prepare.lock", "w") as held:
-        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running prepare holds it
+    lock = tmp_path / "out" / ".prepare.lock"
+    lock.parent.mkdir()
+    holder = subprocess.Popen(  # another process holding the folder's lock, as a running prepare does
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'w'); fcntl.lockf(f, fcntl.LOCK_EX); "
+         "print('held', flush=True); time.sleep(60)", str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
         with pytest.raises(InputError, match="another `latentsync prepare` is writing"):
             prepare_dataset(inputs, tmp_path / "out", SETTINGS, workers=1, progress=False)
+    finally:
+        holder.kill()
+        holder.wait()
     assert not (tmp_path / "out" / "manifest.sqlite").exists()

@@ -378,12 +378,12 @@ def _exclusive(output_dir: Path):
     """Hold a lock on the output folder: two runs writing one manifest and one set of clips would collide."""
     output_dir.mkdir(parents=True, exist_ok=True)
     with open(output_dir / LOCK, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        try:  # a POSIX record lock: held by this process only (not its forked workers), gone when it dies
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
             raise InputError(f"another `latentsync prepare` is writing to {output_dir}",
                              "wait for it to finish, or use another output folder") from None
-        yield  # the lock goes with the file handle, also when the process is killed
+        yield
 
 
 def _remove_partial_files(output_dir: Path) -> None:
