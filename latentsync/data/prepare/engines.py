@@ -98,9 +98,9 @@ class RayEngine:
             self.ray.shutdown()
 
 
-def create_engine(name: str, workers: int, ray_address: str | None = None):
-    if name == "local":
-        return LocalEngine(workers)
-    if name == "ray":
-        return RayEngine(workers, ray_address)
-    raise InputError(f"unknown engine {name!r}", "choose local or ray")
+ENGINES = ("local", "ray")
+
+
+def create_engine(name: str, workers: int, ray_address: str | None = None) -> LocalEngine | RayEngine:
+    """The engine called `name` (one of ENGINES)."""
+    return LocalEngine(workers) if name == "local" else RayEngine(workers, ray_address)

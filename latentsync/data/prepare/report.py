@@ -32,7 +32,8 @@ class PrepareReport:
     steps: dict[str, dict] = field(default_factory=dict)  # step -> {"in", "kept", "rejected": {reason: n}}
     rejected_videos: dict[str, str] = field(default_factory=dict)  # video -> "step: reason (detail)"
     computed: dict[str, int] = field(default_factory=dict)  # step -> tasks this run ran
-    step_seconds: dict[str, float] = field(default_factory=dict)  # step -> worker seconds this run spent on it
+    step_seconds: dict[str, float] = field(default_factory=dict)  # step -> worker wall seconds this run spent on it
+    step_cpu_seconds: dict[str, float] = field(default_factory=dict)  # step -> worker CPU seconds
     workers: int = 0
     seconds: float = 0.0
     fileslist: Path | None = None

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from ...errors import InputError, LatentSyncError
 from ...media import FPS
 from ...weights import has_components, resolve
-from .engines import create_engine
+from .engines import ENGINES, create_engine
 from .manifest import CLIP_SCORES, Manifest
 from .report import SUMMARY, PrepareReport, write_outputs
 from .settings import PrepareSettings
@@ -79,6 +79,7 @@ def prepare_dataset(
     videos = list_videos(input_dir, output_dir)
     if not videos:
         raise InputError(f"no videos found under {input_dir}", f"expected files ending in {', '.join(VIDEO_SUFFIXES)}")
+    _check_extras(settings)
     weights = {}
     for step, components in MODEL_WEIGHTS.items():
         if settings.enabled(step):  # missing weights fail here, before any work
@@ -88,16 +89,21 @@ def prepare_dataset(
         backend = "insightface" if has_components(["face"], checkpoint_dir=checkpoint_dir) else "mediapipe"
     ctx = Context(str(input_dir.resolve()), str(output_dir.resolve()), settings, backend,
                   None if checkpoint_dir is None else str(checkpoint_dir), offline, device, device, weights)
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine {engine!r}", f"choose one of {', '.join(ENGINES)}")
     workers = workers or max(1, (os.cpu_count() or 2) - 1)
     started = time.monotonic()
-    with _exclusive(output_dir), Manifest(output_dir / MANIFEST) as manifest:
-        _remove_partial_files(output_dir)
-        run = manifest.start_run({**asdict(settings), "face_backend": backend})
-        runner = _Runner(ctx, manifest, run, _weight_ids(weights), progress)
-        runner.forget_missing([v.relative_to(input_dir).as_posix() for v in videos])
+    with _exclusive(output_dir):
         pool = create_engine(engine, workers, ray_address)
         try:
-            runner.run([_VideoItem(v.relative_to(input_dir).as_posix(), v.stat()) for v in videos], pool)
+            with Manifest(output_dir / MANIFEST) as manifest:
+                _remove_partial_files(output_dir)
+                runner = _Runner(ctx, manifest, manifest.start_run({**asdict(settings), "face_backend": backend}),
+                                 _weight_ids(weights), progress)
+                runner.forget_missing([v.relative_to(input_dir).as_posix() for v in videos])
+                runner.run([_VideoItem(v.relative_to(input_dir).as_posix(), v.stat()) for v in videos], pool)
+                pool.close()
+                report = write_outputs(manifest, output_dir, settings)
         except BrokenProcessPool as exc:
             pool.close(cancel=True)
             raise LatentSyncError("a worker process died (out of memory, or killed)",
@@ -105,10 +111,9 @@ def prepare_dataset(
         except BaseException:
             pool.close(cancel=True)
             raise
-        pool.close()
-        report = write_outputs(manifest, output_dir, settings)
     report.seconds = time.monotonic() - started
-    report.computed, report.step_seconds, report.workers = runner.computed, runner.step_seconds, pool.workers
+    report.computed, report.step_seconds, report.step_cpu_seconds = runner.computed, runner.step_seconds, runner.step_cpu_seconds
+    report.workers = pool.workers
     report.write_summary(output_dir / SUMMARY)
     return report
 
@@ -156,7 +161,8 @@ class _Runner:
         self.order = itertools.count()
         self.counted: set[tuple[str, str]] = set()  # (item, step) seen, and (item, step + "/done") finished
         self.computed: dict[str, int] = {}  # step -> tasks run by this run
-        self.step_seconds: dict[str, float] = {}  # step -> worker time spent on it by this run
+        self.step_seconds: dict[str, float] = {}  # step -> worker wall time spent on it by this run
+        self.step_cpu_seconds: dict[str, float] = {}  # step -> worker CPU time
         self.bars = {
             step: tqdm(desc=f"{step:>11}", total=0, unit="item", disable=not progress, position=i, leave=True,
                        mininterval=0.5)
@@ -206,6 +212,7 @@ class _Runner:
                                            outcome.detail, self.run_id)
                 self.computed[step] = self.computed.get(step, 0) + 1
                 self.step_seconds[step] = self.step_seconds.get(step, 0.0) + outcome.seconds
+                self.step_cpu_seconds[step] = self.step_cpu_seconds.get(step, 0.0) + outcome.cpu_seconds
                 self.advance(item)
         for bar in self.bars.values():
             bar.close()
@@ -354,6 +361,16 @@ class _Runner:
                                        step=None, reason=None, detail=None, **dict.fromkeys(CLIP_SCORES))
         for clip in clips:
             self.advance(clip)
+
+
+def _check_extras(settings: PrepareSettings) -> None:
+    """The optional packages the run needs, checked before any work."""
+    import importlib.util
+
+    needed = ["matplotlib"] + (["scenedetect"] if settings.enabled("shots") else [])
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        raise InputError(f"`latentsync prepare` needs {', '.join(missing)}", "pip install 'latentsync[data]'")
 
 
 def _unit_hash(text: str) -> float:

@@ -80,7 +80,8 @@ class Outcome:
     result: dict | None = None
     reason: str | None = None
     detail: str | None = None
-    seconds: float = 0.0  # time the step took in the worker (benchmarks; not recorded in the manifest)
+    seconds: float = 0.0  # wall time the step took in the worker (benchmarks; not recorded in the manifest)
+    cpu_seconds: float = 0.0  # CPU time of the worker process (all its threads) during the step
 
 
 def clip_id(video: str, start: int, end: int) -> str:
@@ -95,9 +96,9 @@ def clip_stem(video: str, start: int, end: int) -> str:
 def run_task(ctx: Context, task: Task) -> Outcome:
     """Run one step of one item; never raises."""
     _one_thread()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     outcome = _outcome(ctx, task)
-    return replace(outcome, seconds=time.perf_counter() - started)
+    return replace(outcome, seconds=time.perf_counter() - started, cpu_seconds=time.process_time() - cpu)
 
 
 def _outcome(ctx: Context, task: Task) -> Outcome:
