@@ -118,3 +118,18 @@ def test_new_weights_redo_only_their_step(setup):
     report = run(root, **OPEN)
     assert report.computed == {"quality": 1}
     assert clip_row(out)["quality"] != before
+
+
+@pytest.mark.gpu
+def test_model_steps_on_the_gpu_give_the_cpu_scores(setup, tmp_path):
+    """With CUDA, the local engine runs SyncNet, S3FD and HyperIQA in a process of their own on the GPU."""
+    root, out, _ = setup
+    cpu = clip_row(out)
+    gpu_out = tmp_path / "out"
+    report = prepare_dataset(root / "raw", gpu_out, PrepareSettings(**BASE, **OPEN), workers=1,
+                             checkpoint_dir=root / "checkpoints", offline=True, progress=False)
+    gpu = clip_row(gpu_out)
+    assert report.computed["sync"] == 1 and gpu["state"] == "kept"
+    assert gpu["sync_offset"] == cpu["sync_offset"]
+    assert gpu["sync_confidence"] == pytest.approx(cpu["sync_confidence"], abs=1e-2)
+    assert gpu["quality"] == pytest.approx(cpu["quality"], abs=1e-2)

@@ -159,7 +159,8 @@ class _Runner:
         self.inflight: dict[Future, tuple] = {}
         self.busy = {False: 0, True: 0}
         self.order = itertools.count()
-        self.counted: set[tuple[str, str]] = set()  # (item, step) seen, and (item, step + "/done") finished
+        self.reached: set[tuple[str, str]] = set()  # (item, step) pairs counted in the progress bars' totals
+        self.settled: set[tuple[str, str]] = set()  # ... and those counted as finished
         self.computed: dict[str, int] = {}  # step -> tasks run by this run
         self.step_seconds: dict[str, float] = {}  # step -> worker wall time spent on it by this run
         self.step_cpu_seconds: dict[str, float] = {}  # step -> worker CPU time
@@ -229,9 +230,15 @@ class _Runner:
         model = step in MODEL_STEPS
         heapq.heappush(self.queues[model], (-ORDER[step], next(self.order), item, step, key, task))
 
-    def _count(self, item, step: str) -> None:
-        if (item.id, step) not in self.counted:
-            self.counted.add((item.id, step))
+    def _progress(self, item, step: str, finished: bool) -> None:
+        """Count an item in a step's progress bar once when it reaches the step, once when the step is done."""
+        seen = self.settled if finished else self.reached
+        if (item.id, step) in seen:
+            return
+        seen.add((item.id, step))
+        if finished:
+            self.bars[step].update(1)
+        else:
             self.bars[step].total += 1
             self.bars[step].refresh()
 
@@ -241,7 +248,7 @@ class _Runner:
         for step in item.steps:
             if not self._runs(step):
                 continue
-            self._count(item, step)
+            self._progress(item, step, finished=False)
             key = self._key(item, step)
             inputs = {**self._inputs(item, step), "tag": key[:10]}
             row = self.manifest.step(item.id, step)
@@ -249,9 +256,7 @@ class _Runner:
             if not fresh or not self._outputs_exist(row):
                 self._enqueue(item, step, key, inputs)
                 return
-            if (item.id, step + "/done") not in self.counted:
-                self.counted.add((item.id, step + "/done"))
-                self.bars[step].update(1)
+            self._progress(item, step, finished=True)
             item.keys[step] = key
             if row["status"] != "done":
                 self._finish(item, row["status"], step, row["reason"], row["detail"])
