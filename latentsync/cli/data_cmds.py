@@ -6,6 +6,8 @@ import argparse
 
 from ..errors import InputError
 
+SHOW_REJECTED = 20  # rejected videos listed at the end; the manifest has them all
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare", help="turn raw talking-head videos into aligned, filtered face clips for training")
@@ -57,7 +59,10 @@ def run_prepare(args: argparse.Namespace) -> None:
         ray_address=args.ray_address, checkpoint_dir=args.checkpoint_dir, offline=args.offline, device=args.device,
         progress=not args.quiet,
     )
-    for video, why in report.rejected_videos.items():
+    rejected = list(report.rejected_videos.items())
+    for video, why in rejected[:SHOW_REJECTED]:
         print(f"rejected {video}: {why}")
+    if len(rejected) > SHOW_REJECTED:
+        print(f"... and {len(rejected) - SHOW_REJECTED} more videos rejected (see {args.output_dir}/manifest.sqlite)")
     print(report.summary())
     print(f"list: {report.fileslist}" + (f"; score histograms: {report.scores_png}" if report.scores_png else ""))

@@ -208,6 +208,8 @@ class _Runner:
                     outcome = Outcome("error", None, "error", f"{type(exc).__name__}: {exc}")
                 if outcome.status == "error":
                     log.warning("%s of %s failed: %s", step, item.id, outcome.detail)
+                elif outcome.status == "rejected":
+                    log.info("%s: rejected at %s: %s (%s)", item.id, step, outcome.reason, outcome.detail)
                 with self.manifest.transaction():
                     self.manifest.put_step(item.id, step, key, outcome.status, outcome.result, outcome.reason,
                                            outcome.detail, self.run_id)
