@@ -21,6 +21,7 @@ from latentsync.data.datasets import read_fileslist
 from latentsync.data.prepare import PrepareSettings, prepare_dataset
 from latentsync.data.prepare.clipfiles import clip_audio
 from latentsync.data.prepare.segments import detect_shots, segment_spans, shot_spans
+from latentsync.data.prepare import steps
 from latentsync.data.prepare.steps import Context, Task, run_task
 from latentsync.errors import InputError
 from latentsync.media import probe_video
@@ -257,3 +258,28 @@ def test_two_runs_cannot_share_an_output_folder(prepared, tmp_path):
         holder.kill()
         holder.wait()
     assert not (tmp_path / "out" / "manifest.sqlite").exists()
+
+
+def test_failures_are_recorded_and_retried_and_truncated_files_rejected(prepared, tmp_path, monkeypatch):
+    inputs, _, _ = prepared
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "talk.mp4").write_bytes((inputs / "demo3_30fps.mp4").read_bytes())
+    data = (inputs / "cut.mp4").read_bytes()
+    (raw / "truncated.mp4").write_bytes(data[: len(data) * 6 // 10])  # a download that stopped part-way
+
+    def crash(ctx, task):
+        raise RuntimeError("out of disk")
+
+    monkeypatch.setitem(steps.STEP_FUNCTIONS, "shots", crash)  # the forked workers inherit it
+    failed = prepare_dataset(raw, tmp_path / "out", SETTINGS, workers=1, progress=False)
+    states = {v: (state, step, reason) for v, state, step, reason in table(tmp_path / "out", "videos", "video, state, step, reason")}
+    assert states["talk.mp4"] == ("error", "shots", "error") and failed.clips == []
+    assert failed.steps["shots"]["rejected"] == {"error": 2}
+    monkeypatch.undo()
+    fixed = prepare_dataset(raw, tmp_path / "out", SETTINGS, workers=1, progress=False)
+    assert fixed.computed["shots"] == 2  # failures are retried; finished steps are not
+    assert "read" not in fixed.computed and "resample" not in fixed.computed
+    states = {v: (state, step, reason) for v, state, step, reason in table(tmp_path / "out", "videos", "video, state, step, reason")}
+    assert states["talk.mp4"] == ("done", None, None) and len(fixed.clips) == 1
+    assert states["truncated.mp4"][:2] == ("rejected", "shots")  # its frames stop early: a rejection, no crash
