@@ -283,3 +283,16 @@ def test_failures_are_recorded_and_retried_and_truncated_files_rejected(prepared
     states = {v: (state, step, reason) for v, state, step, reason in table(tmp_path / "out", "videos", "video, state, step, reason")}
     assert states["talk.mp4"] == ("done", None, None) and len(fixed.clips) == 1
     assert states["truncated.mp4"][:2] == ("rejected", "shots")  # its frames stop early: a rejection, no crash
+
+
+def test_output_inside_the_input_folder_is_not_taken_as_input(prepared):
+    from latentsync.data.prepare.runner import list_videos
+
+    inputs, out, _ = prepared
+    inside = inputs / "prepared"
+    (inside / "clips").mkdir(parents=True)
+    (inside / "clips" / "x.mp4").write_bytes((out / "clips/cut/000000-000049.mp4").read_bytes())
+    try:
+        assert [v.name for v in list_videos(inputs, inside)] == ["broken.mp4", "cut.mp4", "demo3_30fps.mp4", "noface.mp4"]
+    finally:
+        (inside / "clips" / "x.mp4").unlink()

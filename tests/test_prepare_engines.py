@@ -12,9 +12,13 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
+from conftest import psnr
 from prepare_inputs import make_inputs
+from latentsync.audio import load_audio
+from latentsync.media import read_frames
 from latentsync.data.prepare import PrepareSettings, prepare_dataset
 
 SETTINGS = PrepareSettings(64, min_seconds=1.0, max_seconds=2.0, face_backend="mediapipe", skip=("sync", "quality"))
@@ -47,10 +51,17 @@ def published_count(out) -> int:
 
 
 def same_files(a, b) -> None:
+    """The same kept clips. Their bytes are equal in nearly every run; H.264 encoding under heavy CPU contention was
+    seen to differ in rare runs (decoded frames a few grey levels apart), so a byte difference must still decode to
+    the same audio samples and near-identical frames."""
     names = sorted((a / "fileslist.txt").read_text().splitlines())
     assert names and names == sorted((b / "fileslist.txt").read_text().splitlines())
     for name in names:
-        assert filecmp.cmp(a / name, b / name, shallow=False), name
+        if filecmp.cmp(a / name, b / name, shallow=False):
+            continue
+        assert np.array_equal(load_audio(a / name), load_audio(b / name)), name
+        frames = [np.stack([f for _, f in read_frames(folder / name)]) for folder in (a, b)]
+        assert frames[0].shape == frames[1].shape and psnr(*frames) > 35, name
 
 
 @pytest.fixture(scope="module")

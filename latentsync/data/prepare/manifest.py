@@ -84,6 +84,9 @@ class Manifest:
             (item, step, key, status, None if result is None else json.dumps(result, sort_keys=True), reason, detail, run),
         )
 
+    def forget_step(self, item: str, step: str) -> None:
+        self.db.execute("DELETE FROM steps WHERE item = ? AND step = ?", (item, step))
+
     # videos and clips
     def video(self, video: str) -> dict | None:
         row = self.db.execute("SELECT size, mtime_ns, content FROM videos WHERE video = ?", (video,)).fetchone()

@@ -256,6 +256,9 @@ class _Runner:
             row = self.manifest.step(item.id, step)
             fresh = row is not None and row["key"] == key and (row["status"] != "error" or row["run"] == self.run_id)
             if not fresh or not self._outputs_exist(row):
+                if row is not None:  # its file may be replaced now: a killed run must not leave it pointing there
+                    with self.manifest.transaction():
+                        self.manifest.forget_step(item.id, step)
                 self._enqueue(item, step, key, inputs)
                 return
             self._progress(item, step, finished=True)
@@ -312,12 +315,10 @@ class _Runner:
         return int(item.results["sync"]["sync_offset"]) if self.settings.enabled("sync") else 0
 
     def _outputs_exist(self, row: dict) -> bool:
-        """Whether the files a stored result names are there (and the kept clip is the one recorded)."""
+        """Whether the files a stored result names are there."""
         result = row["result"] or {}
         out = Path(self.ctx.output_dir)
-        if not all((out / result[name]).is_file() for name in ("track", "aligned", "path") if name in result):
-            return False
-        return "bytes" not in result or (out / result["path"]).stat().st_size == result["bytes"]
+        return all((out / result[name]).is_file() for name in ("track", "aligned", "path") if name in result)
 
     def _decide(self, step: str, result: dict) -> tuple[str, str] | None:
         """The rejection (reason, detail) that the thresholds give for a step's scores, or None."""

@@ -230,10 +230,8 @@ def publish_step(ctx: Context, task: Task) -> dict:
     offset = task.inputs["offset"]
     name = f"{CLIPS_DIR}/{clip_stem(task.video, start, end)}.mp4"
     speech = clip_audio(load_audio(_source(ctx, task)), start, end, offset)
-    target = Path(ctx.output_dir) / name
-    publish_clip(Path(ctx.output_dir) / task.inputs["aligned"], target, speech)
-    # the size tells a clip of other settings (written by a run killed before recording it) from this one
-    return {"path": name, "shift_ms": offset * 1000 // int(FPS), "bytes": target.stat().st_size}
+    publish_clip(Path(ctx.output_dir) / task.inputs["aligned"], Path(ctx.output_dir) / name, speech)
+    return {"path": name, "shift_ms": offset * 1000 // int(FPS)}
 
 
 STEP_FUNCTIONS: dict[str, Callable[[Context, Task], dict]] = {
