@@ -35,9 +35,7 @@ PUBLISHED = {
 }
 
 from latentsync.data.prepare import PrepareSettings, prepare_dataset  # noqa: E402
-from latentsync.data.prepare.runner import list_videos  # noqa: E402
 from latentsync.data.prepare.steps import CLIP_STEPS, VIDEO_STEPS  # noqa: E402
-from latentsync.media import probe_video  # noqa: E402
 
 
 def random_checkpoints(folder: Path) -> Path:
@@ -74,8 +72,6 @@ def main() -> None:
     parser.add_argument("--checkpoint-dir", type=Path, help="real weights (default: random ones of the same format)")
     args = parser.parse_args()
 
-    videos = list_videos(args.input, Path(tempfile.gettempdir()) / "none")
-    minutes = sum(probe_video(v).duration for v in videos) / 60
     main_started = time.process_time()
     with tempfile.TemporaryDirectory() as tmp:
         checkpoints = args.checkpoint_dir or random_checkpoints(Path(tmp) / "checkpoints")
@@ -84,11 +80,12 @@ def main() -> None:
         report = prepare_dataset(args.input, Path(tmp) / "out", settings, workers=args.workers,
                                  checkpoint_dir=checkpoints, offline=True, progress=False)
     main_cpu = time.process_time() - main_started  # the driver: scheduling, manifest, file lists
+    minutes = report.hours_in * 60  # of the readable videos
     ours = round(report.seconds / minutes, 1)
     result = {
         "machine": {"cpus": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
                     "python": platform.python_version(), "processor": platform.processor() or platform.machine()},
-        "input": {"folder": str(args.input), "videos": len(videos), "minutes": round(minutes, 3)},
+        "input": {"folder": str(args.input), "videos": report.videos, "minutes": round(minutes, 3)},
         "settings": {"resolution": args.resolution, "workers": report.workers, "face_backend": args.face_backend,
                      "segments_s": [args.min_seconds, args.max_seconds],
                      "weights": "given" if args.checkpoint_dir else "random (published formats)"},
