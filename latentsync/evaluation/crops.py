@@ -28,6 +28,7 @@ the same frame is not considered for that track (it stays for a later track).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
@@ -35,7 +36,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, LatentSyncError
 from ..face.detectors.base import box_iou
 from .s3fd import S3FD
 from .sync import FPS, SAMPLES_PER_FRAME, VSHIFT, CombinedSync, SyncResult, combine_tracks, median_filter, sync_confidence
@@ -179,8 +180,16 @@ class SceneCuts:
     """PySceneDetect's content detector fed frame by frame (downscaled as its SceneManager does)."""
 
     def __init__(self, fps: float = FPS):
-        from scenedetect import ContentDetector, FrameTimecode
-        from scenedetect.scene_manager import compute_downscale_factor
+        hint = "install the evaluation extra: pip install 'latentsync[eval]'"
+        try:
+            import scenedetect
+            from scenedetect import ContentDetector, FrameTimecode
+            from scenedetect.scene_manager import compute_downscale_factor
+        except ImportError as exc:
+            raise LatentSyncError("scene detection needs PySceneDetect 0.7 or newer", hint) from exc
+        major_minor = re.match(r"(\d+)\.(\d+)", scenedetect.__version__)
+        if major_minor is None or tuple(map(int, major_minor.groups())) < (0, 7):  # 0.6 numbers frames by int
+            raise LatentSyncError(f"scene detection needs PySceneDetect 0.7 or newer, found {scenedetect.__version__}", hint)
 
         self._detector = ContentDetector()
         self._timecode = lambda i: FrameTimecode(i, fps=float(fps))
@@ -285,6 +294,32 @@ class VideoSync:
     def found_face(self) -> bool:
         return self.combined is not None
 
+    def as_dict(self) -> dict:
+        """Plain JSON-ready numbers: the combined values (None without a face track) and each track's frames,
+        offset, Sync-C, Sync-D and per-window confidence at its window start times (seconds)."""
+        combined = self.combined
+        return {
+            "num_frames": self.num_frames,
+            "found_face": self.found_face,
+            "reason": self.reason,
+            "offset": combined.offset if combined else None,
+            "sync_c": combined.sync_c if combined else None,
+            "sync_d": combined.sync_d if combined else None,
+            "tracks": [
+                {
+                    "first_frame": t.first_frame,
+                    "last_frame": t.last_frame,
+                    "offset": t.result.offset,
+                    "sync_c": t.result.sync_c,
+                    "sync_d": t.result.sync_d,
+                    "window_times": t.window_times.tolist(),
+                    "framewise_conf": t.result.framewise_conf.astype(float).tolist(),
+                    "framewise_conf_smoothed": t.result.framewise_conf_smoothed.astype(float).tolist(),
+                }
+                for t in self.tracks
+            ],
+        }
+
 
 def audio_int16(path: str | os.PathLike) -> np.ndarray:
     """The 16 kHz mono audio of a media file as int16 values (exact for 16-bit 16 kHz sources)."""
@@ -306,15 +341,18 @@ def score_video(
     face_scale: float = DETECT_SCALE,
     vshift: int = VSHIFT,
     batch_size: int = 20,
+    detect_batch_size: int = 8,
     progress: Callable[[int], None] | None = None,
 ) -> VideoSync:
     """Sync-C / Sync-D of a video file as the published evaluation computes them (see the module notes for the
-    differences). `device`: where SyncNet runs (default: where `syncnet` is); the detector runs on its own device.
+    differences). `device`: where SyncNet runs (default: where `syncnet` is); the detector runs on its own device,
+    `detect_batch_size` frames per network call; `batch_size` windows per SyncNet call.
     Raises InputError for a file without video or audio; a video without a usable face track is reported in the
     result (`found_face` False, `reason`). `progress(n)` is called after each batch of n frames is searched for faces."""
     samples = audio_int16(path)
     tracks, num_frames = find_face_tracks(path, detector, min_track=min_track, min_face_size=min_face_size,
-                                          threshold=face_threshold, scale=face_scale, progress=progress)
+                                          threshold=face_threshold, scale=face_scale, batch_size=detect_batch_size,
+                                          progress=progress)
     if not tracks:
         return VideoSync(num_frames, reason=f"no face track: no face was followed for more than {min_track} frames "
                          f"({min_face_size:g} px or larger) in any scene of {num_frames} frames")

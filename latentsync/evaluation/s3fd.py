@@ -34,6 +34,7 @@ NMS_IOU = 0.3
 NMS_MAX_IN = 5000
 NMS_MAX_OUT = 750
 FINAL_NMS_IOU = 0.1
+MIN_INPUT = 28  # px per side of the network input; smaller maps vanish in the fifth pooling
 
 
 class L2Norm(nn.Module):
@@ -208,6 +209,9 @@ class S3FD:
         if len({f.shape for f in frames}) != 1:
             raise InputError("frames given to one S3FD batch differ in size", "batch frames of one video together")
         height, width = frames[0].shape[:2]
+        if min(scaled_size(width, height, scale)) < MIN_INPUT:
+            raise InputError(f"a {width} x {height} frame at scale {scale} is too small for S3FD",
+                             f"pass frames whose sides times the scale are at least {MIN_INPUT} px")
         size = np.array([width, height, width, height], np.float32)
         out = []
         for rows in self.face_rows(frames, scale):

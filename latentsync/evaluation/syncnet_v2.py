@@ -13,7 +13,7 @@ import os
 import torch
 from torch import nn
 
-from ..checkpoint import check_state_dict, read_checkpoint
+from ..checkpoint import build_with_weights, read_checkpoint
 from ..errors import CheckpointError
 
 EMBED_DIM = 1024
@@ -89,9 +89,8 @@ def load_syncnet_v2(path: str | os.PathLike, device: str | torch.device = "cpu")
     if not isinstance(content, dict) or not all(isinstance(v, torch.Tensor) for v in content.values()):
         raise CheckpointError(f"{path} is not a SyncNet v2 weights file (expected a name -> tensor dict)",
                               "pass the published syncnet_v2.model")
-    net = SyncNetV2()
-    counters = {k: v for k, v in net.state_dict().items() if k.endswith("num_batches_tracked")}
+    with torch.device("meta"):
+        names = SyncNetV2().state_dict()
+    counters = {k: torch.tensor(0) for k in names if k.endswith("num_batches_tracked")}
     state = {**counters, **{k: v.contiguous() for k, v in content.items()}}
-    check_state_dict(net, state, "SyncNet v2")
-    net.load_state_dict(state)
-    return net.eval().to(device)
+    return build_with_weights(SyncNetV2, state, "SyncNet v2").eval().to(device)
