@@ -8,10 +8,10 @@ import sys
 
 from .. import __version__
 from ..errors import InputError, LatentSyncError
-from . import eval_cmd, infer, serve_cmds, train_cmds, weights_cmds
+from . import data_cmds, eval_cmd, infer, serve_cmds, train_cmds, weights_cmds
 
 # Each module adds its sub-commands to the parser; `args.run(args)` does the work.
-COMMAND_MODULES = [infer, train_cmds, weights_cmds, eval_cmd, serve_cmds]
+COMMAND_MODULES = [infer, data_cmds, train_cmds, weights_cmds, eval_cmd, serve_cmds]
 
 
 class _Parser(argparse.ArgumentParser):
