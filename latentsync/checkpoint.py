@@ -29,7 +29,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         try:
             return load_file(str(path))
         except Exception as exc:  # safetensors raises several types for damaged files
-            raise CheckpointError(f"cannot read safetensors file {path}: {exc}") from exc
+            raise CheckpointError(f"cannot read safetensors file {path}: {exc}",
+                                  "the file may be truncated (re-download it) or not a safetensors weights file") from exc
     try:
         try:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)

@@ -1,4 +1,5 @@
-"""Files in and out: opening a user's media file for reading, and atomic output (temporary file, then rename)."""
+"""Files in and out: checking and opening a user's media file for reading, and atomic output (temporary file, then
+rename)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
-
-import av
+from typing import TYPE_CHECKING, Iterator
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    import av
+
+_PERMISSION_HINT = "check the file's permissions, e.g. `chmod a+r FILE`"
 
 
 @contextlib.contextmanager
@@ -36,17 +40,37 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
             tmp_path.unlink()
 
 
+def check_readable(path: str | os.PathLike, kind: str) -> Path:
+    """`path` as a Path when it is a readable file, else an InputError naming the `kind` of file expected."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{kind} file not found: {path}", "check the path")
+    if path.is_dir():
+        raise InputError(f"the {kind} path {path} is a directory, not a file", "pass the path of a file")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"cannot read {path}: permission denied", _PERMISSION_HINT)
+    return path
+
+
+def ffmpeg_reason(exc: BaseException) -> str:
+    """FFmpeg's words for an error, without the error number and the path PyAV adds."""
+    reason = getattr(exc, "strerror", None) or str(exc)
+    return reason[:1].lower() + reason[1:]
+
+
 def open_media(path: str | os.PathLike, kind: str, hint: str) -> av.container.InputContainer:
     """Open `path` (a `kind` file: "video", "audio") with PyAV, or raise an InputError that says what is wrong.
 
     Tags in odd encodings are ignored: they must never stop a file whose streams are fine.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{kind} file not found: {path}", "check the path")
-    if path.is_dir():
-        raise InputError(f"expected a {kind} file, got a directory: {path}", "pass the path of a file")
+    import av  # here, so that the path checks above stay quick to import
+
+    path = check_readable(path, kind)
     try:
         return av.open(str(path), metadata_errors="ignore")
-    except (av.FFmpegError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read {path} as {kind}: {exc}", hint) from exc
+    except PermissionError as exc:  # PyAV's permission error is FFmpeg's and Python's
+        raise InputError(f"cannot read {path}: permission denied", _PERMISSION_HINT) from exc
+    except av.FFmpegError as exc:
+        raise InputError(f"cannot read {path} as {kind}: {ffmpeg_reason(exc)}", hint) from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"cannot read {path} as {kind}: {exc.reason}", hint) from exc

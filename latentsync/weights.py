@@ -88,7 +88,7 @@ COMPONENTS: dict[str, tuple[WeightFile, ...]] = {
 }
 INFERENCE = ("unet", "whisper", "vae", "face")
 TRAINING = ("unet", "whisper", "vae", "face", "syncnet", "vgg16", "lpips", "videomae")
-EVALUATION = ("syncnet_v2", "s3fd", "i3d", "inception", "lpips")
+EVALUATION = ("syncnet_v2", "s3fd", "i3d", "inception", "vgg16", "lpips")
 DATA_FILTERS = ("syncnet_v2", "s3fd", "hyperiqa")
 
 

@@ -19,13 +19,18 @@ def import_graph() -> dict[str, set[str]]:
     """Module -> the package modules it imports, at any depth of the file (function-level imports count too).
 
     `from .x import y` points at `x`, and at `x.y` too when that is a module; a package's `__init__` is the package.
+    Imports under `if TYPE_CHECKING:` never run and are left out.
     """
     modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         is_package = path.name == "__init__.py"
         targets: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        tree = ast.parse(path.read_text(), str(path))
+        typing_only = {id(n) for block in ast.walk(tree) if _is_type_checking_block(block) for n in ast.walk(block)}
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
             if isinstance(node, ast.Import):
                 targets |= {alias.name for alias in node.names}
             elif isinstance(node, ast.ImportFrom):
@@ -38,6 +43,10 @@ def import_graph() -> dict[str, set[str]]:
                 targets |= {f"{origin}.{alias.name}" for alias in node.names}
         graph[name] = {t for t in targets if t in modules and t != name}
     return graph
+
+
+def _is_type_checking_block(node: ast.AST) -> bool:
+    return isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING"
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:

@@ -392,3 +392,49 @@ def test_check_output_path(tmp_path):
 def test_check_output_path_unwritable_folder(tmp_path):
     with pytest.raises(InputError, match="not writable"):
         check_output_path(unwritable_folder(tmp_path) / "out.mp4")
+
+
+def test_a_cut_off_file_reads_the_frames_that_decode(tmp_path):
+    """An mp4 with its index in front, cut part way: the probe compares the index with what decodes, and the
+    reader yields exactly the decodable frames, as stored."""
+    whole = tmp_path / "whole.mp4"
+    with av.open(str(DEMO1)) as source, av.open(str(whole), "w", options={"movflags": "+faststart"}) as out:
+        stream = out.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: int(len(data) * 0.9)])
+    complete = probe_video(whole)
+    assert not complete.truncated and complete.listed_frames is None and complete.num_frames == 50
+    info = probe_video(cut)
+    assert info.truncated and info.listed_frames == 50 and 30 < info.num_frames < 50
+    frames = [frame for _, frame in read_frames(cut)]
+    assert len(frames) == info.frames_at() == info.num_frames  # 25 fps in, one frame each
+    reference = decode_all(DEMO1)[: len(frames)]
+    assert min(psnr(a, b) for a, b in zip(frames, reference)) == float("inf")  # the very pictures, in order
+    cut.write_bytes(data[:2000])  # not even the first picture
+    with pytest.raises(InputError, match="no decodable frames of the 50 its index lists") as caught:
+        probe_video(cut)
+    assert "complete copy" in caught.value.hint
+
+
+def test_photos_are_stills_shown_upright(tmp_path):
+    from PIL import Image
+
+    picture = decode_all(DEMO1)[0][100:341, 40:301]  # 261 x 241
+    Image.fromarray(picture).save(tmp_path / "photo.png")
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(picture)))  # as a phone stores a turned picture
+    exif = stored.getexif()
+    exif[0x0112] = 6  # EXIF orientation: turn 90 degrees clockwise to display
+    stored.save(tmp_path / "photo.jpg", quality=95, exif=exif.tobytes())
+    for name in ("photo.png", "photo.jpg"):
+        info = probe_video(tmp_path / name)
+        assert info.still and not info.truncated and (info.width, info.height) == (261, 241)
+        assert info.frames_at(25) == info.frames_at(60) == 1
+        (index, frame), = list(read_frames(tmp_path / name))
+        assert index == 0 and frame.shape == (241, 261, 3)
+        assert psnr(frame, picture) > (99 if name.endswith(".png") else 30)
+    assert not probe_video(DEMO1).still

@@ -1,7 +1,13 @@
-"""Audio: reading speech files, Whisper features for the U-Net, and the SyncNet mel."""
+"""Audio: reading speech files, Whisper features for the U-Net, and the SyncNet mel.
 
-from .io import SAMPLE_RATE, load_audio, save_wav
-from .mel import mel_window, syncnet_mel
-from .whisper import WhisperFeatures
+Names are imported on first use, so reading a speech file does not load torch.
+"""
 
-__all__ = ["SAMPLE_RATE", "WhisperFeatures", "load_audio", "mel_window", "save_wav", "syncnet_mel"]
+from ..lazy import lazy_exports
+
+_EXPORTS = {
+    "SAMPLE_RATE": ".io", "load_audio": ".io", "save_wav": ".io", "mel_window": ".mel", "syncnet_mel": ".mel",
+    "WhisperFeatures": ".whisper",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -14,7 +14,7 @@ import av
 import numpy as np
 
 from ..errors import InputError
-from ..fileio import atomic_path, open_media
+from ..fileio import atomic_path, ffmpeg_reason, open_media
 from ..timebase import SAMPLE_RATE
 
 
@@ -34,7 +34,7 @@ def load_audio(path: str | os.PathLike) -> np.ndarray:
         try:
             samples = _decode_resampled(container, container.streams.audio[0])
         except av.FFmpegError as exc:
-            raise InputError(f"cannot decode the audio of {path}: {exc}", _CONVERT_HINT) from exc
+            raise InputError(f"cannot decode the audio of {path}: {ffmpeg_reason(exc)}", _CONVERT_HINT) from exc
     if samples.size == 0:
         raise InputError(f"the audio track of {path} holds no samples", "pass a file with audible speech")
     return samples

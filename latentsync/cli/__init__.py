@@ -7,15 +7,22 @@ import logging
 import sys
 
 from .. import __version__
-from ..errors import LatentSyncError
-from . import avatar_cmds, infer, train_cmds, weights_cmds
+from ..errors import InputError, LatentSyncError
+from . import avatar_cmds, data_cmds, eval_cmd, infer, serve_cmds, train_cmds, weights_cmds
 
 # Each module adds its sub-commands to the parser; `args.run(args)` does the work.
-COMMAND_MODULES = [infer, avatar_cmds, train_cmds, weights_cmds]
+COMMAND_MODULES = [infer, avatar_cmds, data_cmds, train_cmds, weights_cmds, eval_cmd, serve_cmds]
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a mistyped command line like any other user error: one line and a hint (sub-commands inherit it)."""
+
+    def error(self, message: str):
+        raise InputError(message, f"see `{self.prog} --help`")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="latentsync",
         description="Audio-driven lip sync of real videos (LatentSync 1.5 / 1.6 compatible).",
     )
@@ -29,12 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(message)s")
+    args = None
     try:
+        args = parser.parse_args(argv)
+        logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(message)s")
         args.run(args)
     except LatentSyncError as exc:
-        if args.debug:
+        if args is not None and args.debug:
             raise
         print(f"latentsync: error: {exc.message}", file=sys.stderr)
         if exc.hint:

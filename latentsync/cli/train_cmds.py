@@ -1,4 +1,4 @@
-"""`latentsync prepare`, `latentsync train-syncnet` and `latentsync train-unet`.
+"""`latentsync train-syncnet` and `latentsync train-unet`.
 
 The trainers read a published YAML config; command-line options become dotted overrides of it
 (`--max-steps 100` -> {"run.max_train_steps": 100}), and `--set section.key=value` reaches any other entry.
@@ -17,18 +17,6 @@ from ..errors import InputError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("prepare", help="cut raw talking-head videos into aligned face clips for training")
-    p.add_argument("input_dir", help="folder of videos (searched recursively)")
-    p.add_argument("output_dir", help="folder for the clips and fileslist.txt (re-running resumes)")
-    # Options left out keep PrepareSettings' defaults (see prepare_settings); the module loads only when it runs.
-    p.add_argument("--resolution", type=int, help="side of the aligned face: 256 (1.5) or 512 (1.6)")
-    p.add_argument("--face-backend", choices=["auto", "insightface", "mediapipe"], help="face detector")
-    p.add_argument("--min-seconds", type=float, help="drop face runs shorter than this")
-    p.add_argument("--max-seconds", type=float, help="split face runs longer than this")
-    p.add_argument("--checkpoint-dir", help="folder holding the insightface weights (published checkpoints/ layout)")
-    p.add_argument("--device", default="cpu", help="device for detection and alignment (cpu, cuda)")
-    p.set_defaults(run=run_prepare)
-
     for name, helptext in (
         ("train-syncnet", "train StableSyncNet from a published SyncNet config"),
         ("train-unet", "train or fine-tune the U-Net from a published U-Net config"),
@@ -55,25 +43,6 @@ def register(sub: argparse._SubParsersAction) -> None:
             p.set_defaults(run=run_train_syncnet)
         else:
             p.set_defaults(run=run_train_unet)
-
-
-def prepare_settings(args: argparse.Namespace):
-    """The `PrepareSettings` of the options given; the others keep its defaults."""
-    from ..data.prepare import PrepareSettings
-
-    given = dict(resolution=args.resolution, min_seconds=args.min_seconds, max_seconds=args.max_seconds,
-                 face_backend=args.face_backend)  # fmt: skip
-    return PrepareSettings(**{k: v for k, v in given.items() if v is not None})
-
-
-def run_prepare(args: argparse.Namespace) -> None:
-    from ..data.prepare import prepare_dataset
-
-    settings = prepare_settings(args)
-    report = prepare_dataset(args.input_dir, args.output_dir, settings, checkpoint_dir=args.checkpoint_dir, device=args.device)
-    for video, reason in report.skipped.items():
-        print(f"skipped {video}: {reason}")
-    print(f"{len(report.clips)} clips ({report.written} new); list: {report.fileslist}")
 
 
 def training_overrides(args: argparse.Namespace) -> dict[str, Any]:

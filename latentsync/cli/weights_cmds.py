@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from .. import weights
-from ..checkpoint import convert_checkpoint
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,5 +33,7 @@ def run_download(args: argparse.Namespace) -> None:
 
 
 def run_convert(args: argparse.Namespace) -> None:
+    from ..checkpoint import convert_checkpoint  # torch: loaded only for this command
+
     path = convert_checkpoint(args.source, args.target, half=args.fp16)
     print(f"wrote {path}")

@@ -5,14 +5,16 @@
     track.save("face_track.json")                 # inspect / edit, then reuse with FaceTrack.load
     aligner = FaceAligner(resolution=256)
     mats = aligner.matrices(track.points[track.present])
+
+Names are imported on first use, so choosing a face or loading a track does not load torch or a detector.
 """
 
-from .align import FaceAligner
-from .detectors import Detections, FaceDetector, create_detector
-from .track import FaceSelection, FaceTrack, track_faces
-from .video import detect_video_track, load_video_track, track_matrices
+from ..lazy import lazy_exports
 
-__all__ = [
-    "Detections", "FaceAligner", "FaceDetector", "FaceSelection", "FaceTrack", "create_detector", "detect_video_track",
-    "load_video_track", "track_faces", "track_matrices",
-]
+_EXPORTS = {
+    "FaceAligner": ".align", "Detections": ".detectors", "FaceDetector": ".detectors", "create_detector": ".detectors",
+    "FaceSelection": ".track", "FaceTrack": ".track", "track_faces": ".track", "detect_video_track": ".video",
+    "load_video_track": ".video", "track_matrices": ".video",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

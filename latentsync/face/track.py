@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import numbers
 import os
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..errors import InputError
 from ..fileio import atomic_path
+from ..progress import progress_bar
 from .detectors.base import Detections, FaceDetector, as_rgb_frame, box_iou
 from .landmarks import round_anchors
 
@@ -34,6 +37,17 @@ PUBLISHED_MIN_SIZE = (50.0, 80.0)
 FULL_SIZE_SHORT_SIDE = 1080
 TRACK_FORMAT = "latentsync-face-track"
 TRACK_VERSION = 1
+
+
+EXAMPLE_BOX = "100,80,260,300"  # x1,y1,x2,y2: a valid box, quoted in hints
+
+
+def _is_whole(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _all_finite(values) -> bool:
+    return all(isinstance(v, numbers.Real) and math.isfinite(v) for v in values)
 
 
 def _centres(boxes: np.ndarray) -> np.ndarray:
@@ -67,17 +81,23 @@ class FaceSelection:
 
     def __post_init__(self):
         if sum(v is not None for v in (self.index, self.point, self.box)) > 1:
-            raise InputError("choose the face by index, by point or by box, not several at once")
-        if self.index is not None and self.index < 0:
-            raise InputError(f"face index must be 0 or more, got {self.index}")
-        if self.point is not None and len(self.point) != 2:
-            raise InputError(f"a face point is (x, y), got {self.point}")
-        if self.box is not None and (len(self.box) != 4 or self.box[2] <= self.box[0] or self.box[3] <= self.box[1]):
-            raise InputError(f"a face box is (x1, y1, x2, y2) with x2 > x1 and y2 > y1, got {self.box}")
-        if self.max_gap < 0 or self.stride < 1 or self.stride - 1 > self.max_gap:
-            raise InputError(
-                f"need max_gap >= 0 and 1 <= stride <= max_gap + 1, got max_gap {self.max_gap}, stride {self.stride}"
-            )
+            raise InputError("choose the face by index, by point or by box, not several at once",
+                             "give only one of --face-index, --face-point, --face-box")
+        if self.index is not None and (not _is_whole(self.index) or self.index < 0):
+            raise InputError(f"the face index must be a whole number, 0 or more, got {self.index!r}",
+                             "faces are numbered from 0, left to right: --face-index 0 is the leftmost")
+        if self.point is not None and (len(self.point) != 2 or not _all_finite(self.point)):
+            raise InputError(f"a face point is two numbers X,Y in pixels, got {self.point}", "e.g. --face-point 180,200")
+        if self.box is not None and (len(self.box) != 4 or not _all_finite(self.box)
+                                     or self.box[2] <= self.box[0] or self.box[3] <= self.box[1]):
+            raise InputError(f"a face box is X1,Y1,X2,Y2 in pixels with X2 > X1 and Y2 > Y1, got {self.box}",
+                             f"give the top-left and bottom-right corners, e.g. --face-box {EXAMPLE_BOX}")
+        if not _is_whole(self.max_gap) or self.max_gap < 0:
+            raise InputError(f"--max-gap (the longest face absence to bridge, in frames) must be a whole number, 0 or "
+                             f"more, got {self.max_gap!r}", "0 bridges nothing; the default is 12 (about half a second)")
+        if not _is_whole(self.stride) or not 1 <= self.stride <= self.max_gap + 1:
+            raise InputError(f"the detection stride must be from 1 to max_gap + 1 = {self.max_gap + 1}, got "
+                             f"{self.stride!r}", "frames skipped between detections are bridged like a face gap")
 
     def size_limits(self, width: int, height: int) -> tuple[float, float]:
         """Minimum face box (w, h) in pixels for frames of this size."""
@@ -180,7 +200,7 @@ class FaceTrack:
 
     def summary(self) -> str:
         c = self.counts
-        return (f"{len(self)} frames: face found in {c['found']}, interpolated in {c['interpolated']}, "
+        return (f"{len(self)} frames: face found in {c['found']}, bridged in {c['interpolated']}, "
                 f"absent in {c['absent']} ({self.backend})")
 
     def check(self, width: int, height: int, num_frames: int | None = None) -> None:
@@ -202,7 +222,7 @@ class FaceTrack:
         path = Path(path)
         suffix = path.suffix.lower()
         if suffix not in (".npz", ".json"):
-            raise InputError(f"a face track is saved as .npz or .json, not {path.name!r}")
+            raise InputError(f"a face track is saved as .npz or .json, not {path.name!r}", "e.g. track.json")
         with atomic_path(path) as tmp:
             if suffix == ".npz":
                 np.savez_compressed(tmp, present=self.present, interpolated=self.interpolated, points=self.points,
@@ -220,24 +240,40 @@ class FaceTrack:
     def load(cls, path: str | os.PathLike) -> "FaceTrack":
         """Read a track written by `save` (possibly edited by hand)."""
         path = Path(path)
+        hint = "give a track written by `latentsync track` or `--save-track`, or leave out --track to detect the face"
+        if not path.exists():
+            raise InputError(f"face track file not found: {path}", "check the path")
         if not path.is_file():
-            raise InputError(f"face track file not found: {path}")
+            raise InputError(f"the face track {path} is not a file", hint)
+        if path.suffix.lower() not in (".json", ".npz"):
+            raise InputError(f"a face track is a .json or .npz file, got {path.name!r}", hint)
         try:
             if path.suffix.lower() == ".npz":
                 with np.load(path, allow_pickle=False) as data:
                     header = json.loads(str(data["header"]))
+                    _check_format(header)
                     arrays = {k: data[k] for k in ("present", "interpolated", "points", "boxes")}
             else:
                 header = json.loads(path.read_text())
+                _check_format(header)
                 arrays = _arrays_from_records(header["frames"])
-            if header.get("format") != TRACK_FORMAT:
-                raise ValueError(f"not a {TRACK_FORMAT} file")
             return cls(**arrays, width=int(header["width"]), height=int(header["height"]),
                        backend=str(header["backend"]), fps=header.get("fps"), meta=header.get("meta") or {})
-        except InputError:
-            raise
-        except (KeyError, ValueError, TypeError, OSError) as exc:
-            raise InputError(f"cannot read the face track {path}: {exc}", "save it again with FaceTrack.save") from exc
+        except InputError as exc:  # arrays that do not fit together
+            raise InputError(f"cannot read the face track {path}: {exc.message}", hint) from exc
+        except KeyError as exc:
+            raise InputError(f"the face track {path} is incomplete: it has no {exc.args[0]!r} entry", hint) from exc
+        except PermissionError as exc:
+            raise InputError(f"cannot read the face track {path}: permission denied",
+                             "check the file's permissions, e.g. `chmod a+r FILE`") from exc
+        except (ValueError, TypeError, OSError, zipfile.BadZipFile) as exc:
+            reason = f"not valid JSON ({exc.msg})" if isinstance(exc, json.JSONDecodeError) else str(exc)
+            raise InputError(f"cannot read the face track {path}: {reason}", hint) from exc
+
+
+def _check_format(header: object) -> None:
+    if not isinstance(header, dict) or header.get("format") != TRACK_FORMAT:
+        raise ValueError(f"not a latentsync face track (no \"format\": \"{TRACK_FORMAT}\" entry)")
 
 
 def _arrays_from_records(frames: list[dict]) -> dict[str, np.ndarray]:
@@ -245,10 +281,15 @@ def _arrays_from_records(frames: list[dict]) -> dict[str, np.ndarray]:
     present, interpolated = np.zeros(n, bool), np.zeros(n, bool)
     points, boxes = np.zeros((n, 3, 2), np.int32), np.zeros((n, 4), np.float32)
     for i, rec in enumerate(frames):
+        if not isinstance(rec, dict):
+            raise ValueError(f"frame {i} is not a record like {{\"present\": false}}")
         if not rec.get("present"):
             continue
         present[i], interpolated[i] = True, bool(rec.get("interpolated", False))
-        pts, box = np.asarray(rec["points"], np.float64), np.asarray(rec["box"], np.float64)
+        try:
+            pts, box = np.asarray(rec["points"], np.float64), np.asarray(rec["box"], np.float64)
+        except KeyError as exc:
+            raise ValueError(f"frame {i} is marked present but has no {exc.args[0]!r}") from exc
         if pts.shape != (3, 2) or box.shape != (4,) or not (np.isfinite(pts).all() and np.isfinite(box).all()):
             raise ValueError(f"frame {i}: points must be 3 (x, y) pairs and box 4 numbers")
         points[i], boxes[i] = np.round(pts), box
@@ -343,29 +384,32 @@ def track_faces(
 
     detector.reset()
     try:
-        for index, frame in enumerate(tqdm(frames, desc="faces", unit="frame", total=total, disable=not progress)):
-            frame = as_rgb_frame(frame)
-            if size is None:
-                size = (frame.shape[1], frame.shape[0])
-                follower = _Follower(selection, *size)
-            elif (frame.shape[1], frame.shape[0]) != size:
-                raise InputError(
-                    f"frame {index} is {frame.shape[1]}x{frame.shape[0]}, earlier frames {size[0]}x{size[1]}"
-                )
-            num_frames = index + 1
-            if index % stride == 0:
-                observe(index, frame)
-                pending = None
-            else:
-                pending = (index, frame)
-            if on_frame is not None:
-                on_frame(num_frames)
-        if pending is not None:
-            observe(*pending)
+        with progress_bar(desc="faces", unit="frame", total=total, disable=not progress) as bar:
+            for index, frame in enumerate(frames):
+                frame = as_rgb_frame(frame)
+                if size is None:
+                    size = (frame.shape[1], frame.shape[0])
+                    follower = _Follower(selection, *size)
+                elif (frame.shape[1], frame.shape[0]) != size:
+                    raise InputError(
+                        f"frame {index} is {frame.shape[1]}x{frame.shape[0]}, earlier frames {size[0]}x{size[1]}",
+                        f"re-encode the video at one size, e.g. `ffmpeg -i IN -vf scale={size[0]}:{size[1]} out.mp4`",
+                    )
+                num_frames = index + 1
+                if index % stride == 0:
+                    observe(index, frame)
+                    pending = None
+                else:
+                    pending = (index, frame)
+                bar.update(1)
+                if on_frame is not None:
+                    on_frame(num_frames)
+            if pending is not None:
+                observe(*pending)
     finally:
         detector.reset()
     if size is None:
-        raise InputError("the video has no frames")
+        raise InputError("the video has no frames", "pass a video with at least one frame")
     present, interpolated, all_points, all_boxes = _bridge(num_frames, seen, boxes, points, selection.max_gap)
     track = FaceTrack(present, interpolated, all_points, all_boxes, width=size[0], height=size[1],
                       backend=detector.name, fps=fps, meta={"selection": asdict(selection)})

@@ -4,14 +4,16 @@ the alignment matrices of any range of its frames. Inference, avatars and data p
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from ..media import FPS, VideoInfo, read_frames
-from .align import FaceAligner
 from .detectors import FaceDetector
 from .track import FaceSelection, FaceTrack, track_faces
+
+if TYPE_CHECKING:  # the aligner needs torch; checking a saved track must not load it
+    from .align import FaceAligner
 
 
 def detect_video_track(

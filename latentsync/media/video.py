@@ -22,11 +22,13 @@ import av
 import numpy as np
 
 from ..errors import InputError
-from ..fileio import open_media
+from ..fileio import ffmpeg_reason, open_media
 from ..timebase import FPS
 from .timeline import nearest_source_frames, output_frame_count
 
-_VIDEO_HINT = "pass a video file (mp4, mov, mkv, webm, avi); convert other formats with e.g. `ffmpeg -i IN out.mp4`"
+_VIDEO_HINT = ("pass a video file (mp4, mov, mkv, webm, avi) or a photo (png, jpg, webp); convert other formats with "
+               "e.g. `ffmpeg -i IN out.mp4`")
+_CUT_OFF_HINT = "the file is incomplete (cut off while copying, downloading or recording): get a complete copy"
 # Decoded frames kept for out-of-order reading (ping-pong): about this many bytes, but never fewer than 8 frames.
 _CACHE_BYTES = 256 * 2**20
 _MIN_CACHE_FRAMES = 8
@@ -44,10 +46,18 @@ class VideoInfo:
     rotation: int  # clockwise degrees (0, 90, 180, 270) the stored pictures are turned for display
     has_audio: bool
     codec: str
+    still: bool = False  # a single picture (png, jpg, webp, bmp, tiff...): one frame at any rate
+    listed_frames: int | None = None  # frames the container's index lists, when more than can be decoded
 
     def frames_at(self, fps: float = FPS) -> int:
-        """Exactly how many frames `read_frames(path, fps)` yields for this video."""
-        return output_frame_count(self.duration, fps)
+        """Exactly how many frames `read_frames(path, fps)` yields for this video (1 for a still picture)."""
+        return 1 if self.still else output_frame_count(self.duration, fps)
+
+    @property
+    def truncated(self) -> bool:
+        """The file ends before the frames its index lists (cut off while copying or recording): only the
+        `num_frames` decodable ones are read."""
+        return self.listed_frames is not None
 
 
 @dataclass(frozen=True)
@@ -122,7 +132,11 @@ def read_batches(
 def _probe(path: str | os.PathLike) -> tuple[VideoInfo, _Timeline]:
     container, stream = _open_video(path)
     with container:
-        timeline, first = _scan(Path(path), container, stream)
+        timeline, first, packets = _scan(Path(path), container, stream)
+        still = _is_image_format(container.format.name) and packets == 1
+        listed = stream.frames  # from the index (mp4, mov); 0 where the container keeps none (mkv, webm)
+        if listed > packets:  # the file ends early: find what really decodes
+            timeline = _decodable_timeline(Path(path), listed)
         rotation = _rotation(first, stream)
         width, height = (first.height, first.width) if rotation in (90, 270) else (first.width, first.height)
         info = VideoInfo(
@@ -134,6 +148,8 @@ def _probe(path: str | os.PathLike) -> tuple[VideoInfo, _Timeline]:
             rotation=rotation,
             has_audio=bool(container.streams.audio),
             codec=stream.codec_context.name,
+            still=still,
+            listed_frames=listed if listed > len(timeline.times) else None,
         )
     return info, timeline
 
@@ -149,10 +165,16 @@ def _open_video(path: str | os.PathLike) -> tuple[av.container.InputContainer, a
     return container, stream
 
 
+def _is_image_format(name: str) -> bool:
+    """FFmpeg's demuxers for single pictures: image2 (by extension) and the probed *_pipe ones (png_pipe, ...)."""
+    return name == "image2" or name.endswith("_pipe")
+
+
 def _scan(path: Path, container: av.container.InputContainer, stream: av.video.stream.VideoStream):
     """Demux every packet of `stream` for its timing, decoding only up to the first picture.
 
-    Returns the `_Timeline` and that first picture (it proves the stream decodes and carries the display matrix).
+    Returns the `_Timeline`, that first picture (it proves the stream decodes and carries the display matrix) and
+    the number of packets.
     """
     pts: list[int | None] = []
     durations: list[int] = []
@@ -165,10 +187,34 @@ def _scan(path: Path, container: av.container.InputContainer, stream: av.video.s
                 pts.append(packet.pts)
                 durations.append(packet.duration or 0)
     except av.FFmpegError as exc:  # a damaged container
-        raise InputError(f"cannot read the video in {path}: {exc}", _VIDEO_HINT) from exc
+        raise InputError(f"cannot read the video in {path}: {ffmpeg_reason(exc)}", _VIDEO_HINT) from exc
     if first is None:
-        raise InputError(f"the video stream of {path} holds no decodable frames", _VIDEO_HINT)
-    return _timeline(stream, pts, durations), first
+        listed = f" of the {stream.frames} its index lists (the file looks cut off)" if stream.frames > len(pts) else ""
+        raise InputError(f"the video stream of {path} holds no decodable frames{listed}",
+                         _CUT_OFF_HINT if listed else _VIDEO_HINT)
+    return _timeline(stream, pts, durations), first, len(pts)
+
+
+def _decodable_timeline(path: Path, listed: int) -> _Timeline:
+    """The timeline of the frames that really decode, for a file that ends before its index does.
+
+    Decodes the whole stream once: only files that are found truncated pay for it.
+    """
+    container, stream = _open_video(path)
+    pts: list[int | None] = []
+    durations: list[int] = []
+    with container:
+        try:
+            for packet in container.demux(stream):
+                for frame in _decode(packet):
+                    pts.append(frame.pts)
+                    durations.append(frame.duration or 0)
+        except av.FFmpegError:
+            pass  # the damaged end: what decoded so far is what there is
+        if not pts:
+            raise InputError(f"the video stream of {path} holds no decodable frames of the {listed} its index lists "
+                             "(the file looks cut off)", _CUT_OFF_HINT)
+        return _timeline(stream, pts, durations)  # while open: the stream's time base is gone after closing
 
 
 def _decode(packet: av.Packet) -> list[av.VideoFrame]:

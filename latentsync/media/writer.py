@@ -45,17 +45,19 @@ def check_output_path(out_path: str | os.PathLike, *inputs: str | os.PathLike) -
     Touches nothing on disk.
     """
     out = Path(os.path.abspath(Path(out_path).expanduser()))
+    if out.is_dir():
+        inside = "choose another name: a folder already has this one" if out.suffix.lower() in VIDEO_EXTENSIONS \
+            else f"name a file inside it, e.g. {Path(out_path) / 'result.mp4'}"
+        raise InputError(f"the output path {out_path} is a directory", inside)
     if out.suffix.lower() not in VIDEO_EXTENSIONS:
         raise InputError(
             f"cannot write {out.name!r}: the output must be a video file ({', '.join(VIDEO_EXTENSIONS)})",
-            "name the output e.g. result.mp4",
+            f"name the output e.g. {out.stem or 'result'}.mp4",
         )
-    if out.is_dir():
-        raise InputError(f"the output path is a directory: {out}", f"add a file name, e.g. {out / 'result.mp4'}")
     for given in inputs:
         if _same_file(out, Path(given).expanduser()):
             raise InputError(
-                f"the output {out} is the same file as the input {given}",
+                f"the output is the same file as the input {given}",
                 "choose another output name: inputs are never overwritten",
             )
     existing = out.parent

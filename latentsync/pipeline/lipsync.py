@@ -17,7 +17,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from tqdm.auto import tqdm
 
 from ..errors import NoFaceError
 from ..face import FaceAligner, FaceDetector, FaceTrack, detect_video_track, track_matrices
@@ -26,6 +25,7 @@ from ..memory import return_large_buffers_to_os
 from ..models.scheduler import load_scheduler
 from ..models.step_reuse import StepReuse
 from ..models.vae import decode_latents, encode_latents
+from ..progress import progress_bar
 from .job import LipSyncJob, LipSyncOutput, RunOptions, RunReport, check_inputs
 from .mask import load_mouth_mask
 from .threads import BackgroundWorker, StageTimer, prefetch
@@ -228,7 +228,8 @@ class LipSyncPipeline:
         if job.options.compile:
             self.compile()
         return_large_buffers_to_os()
-        report = RunReport(output=job.output, output_frames=job.num_output_frames, video_frames=job.num_video_frames)
+        report = RunReport(output=job.output, output_frames=job.num_output_frames, video_frames=job.num_video_frames,
+                           still=job.info.still, warnings=list(job.warnings))
         timer = StageTimer(report.seconds)
         # 2. Audio features of the whole speech track.
         with timer("audio"):
@@ -266,9 +267,10 @@ class LipSyncPipeline:
         if options.save_track is not None:
             track.save(options.save_track)
         if not track.present.any():
+            where = "the photo" if job.info.still else "any frame of"
             raise NoFaceError(
-                f"no face found in any frame of {job.video}",
-                "check that the video shows a face, or try the other detector with --face-backend",
+                f"no face found in {where} {job.video}",
+                "check that it shows a face, or try the other detector with --face-backend",
             )
         return track
 
@@ -300,8 +302,8 @@ class LipSyncPipeline:
         chunks = (self._align_chunk(i * CHUNK_FRAMES, frames, features, plan, busy) for i, frames in enumerate(batches))
         collected: list[np.ndarray] = []
         total = job.num_output_frames
-        bar = tqdm(total=total, unit="frame", desc="lip-sync", disable=not options.progress)
-        with bar, _FrameSink(job, collected) as sink:
+        bar_options = {"total": total, "unit": "frame", "desc": "lip-sync", "disable": not options.progress}
+        with progress_bar(**bar_options) as bar, _FrameSink(job, collected) as sink:
 
             def paste_and_write(chunk: Chunk) -> None:
                 with busy("paste+encode"):

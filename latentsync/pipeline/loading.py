@@ -13,6 +13,9 @@ from .. import weights
 from ..config import load_config
 from ..errors import InputError
 from ..packaged import packaged_file
+from .job import check_model_options
+
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def packaged_unet_config(version: str) -> Path:
@@ -48,13 +51,19 @@ def load_components(
 
     if face_backend not in BACKENDS:
         raise InputError(f"unknown face detector backend {face_backend!r}", f"choose one of {', '.join(BACKENDS)}")
+    check_model_options(resolution, device)
+    device = _torch_device(device)
+    if dtype not in DTYPES:
+        raise InputError(f"unsupported model precision {dtype!r}", "use torch.float32, torch.float16 or torch.bfloat16")
     version_info = weights.get_version(version)
     needed = [name for name, override in (("unet", unet_checkpoint), ("whisper", whisper), ("vae", vae)) if override is None]
     if face_backend == "insightface":  # fetched (or found missing) now, not after the audio is encoded
         needed.append("face")
     paths = weights.resolve(needed, version, checkpoint_dir, offline) if needed else {}
     config = load_config(unet_config or packaged_unet_config(version))  # read once: the model and the resolution
-    resolution = resolution or int((config.get("data") or {}).get("resolution", version_info.resolution))
+    if resolution is None:
+        resolution = (config.get("data") or {}).get("resolution", version_info.resolution)
+        check_model_options(resolution)  # a config's value must fit the VAE and U-Net too
     # The detector is built when a video first needs detection (never, with a saved face track).
     detector = partial(create_detector, face_backend, checkpoint_dir=checkpoint_dir, device=str(device), offline=offline,
                        version=version)
@@ -67,3 +76,11 @@ def load_components(
         "audio_encoder": WhisperFeatures(whisper or paths["whisper"], device=device),
         "face_detector": detector,
     }
+
+
+def _torch_device(device: str | torch.device) -> torch.device:
+    """The device named (InputError for a name torch does not know)."""
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InputError(f"unknown device {device!r}", "use cpu, cuda, cuda:N (a GPU number) or mps") from exc
