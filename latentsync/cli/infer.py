@@ -58,6 +58,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="run the U-Net's deep branch every N-th step only (DeepCache; 1 = exact, 3 ~ 2x faster)")
     s.add_argument("--scheduler", default="ddim", choices=["ddim", "dpm++"],
                    help="sampler: ddim (published) or dpm++ (DPM-Solver++, good at 10 steps)")
+    s.add_argument("--batch-chunks", type=int, default=1, metavar="N",
+                   help="16-frame chunks per U-Net call when they fit in GPU memory (default: %(default)s)")
     s.add_argument("--vae-slice", type=int, default=4, metavar="N",
                    help="frames the VAE decodes at once (default: %(default)s; lower needs less GPU memory)")
 
@@ -181,6 +183,7 @@ def run_pipeline(args: argparse.Namespace, video: str, audio: str | None, still:
         allow_truncated=getattr(args, "allow_truncated", False),
         step_reuse=args.step_reuse,
         scheduler=args.scheduler,
+        batch_chunks=args.batch_chunks,
         vae_slice=args.vae_slice,
         compile=args.compile,
         avatar=getattr(args, "avatar", None),

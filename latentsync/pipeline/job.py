@@ -63,6 +63,7 @@ class RunOptions:
     # frames the VAE decodes at once, torch.compile of the U-Net and VAE decoder, a prepared avatar of the video.
     step_reuse: int = 1
     scheduler: str = "ddim"
+    batch_chunks: int = 1  # 16-frame chunks per U-Net call (more: better use of a large GPU)
     vae_slice: int = 4
     compile: bool = False
     avatar: str | os.PathLike | None = None
@@ -93,7 +94,8 @@ class RunOptions:
             raise InputError(f"a face track is a file path or a FaceTrack, got {type(self.track).__name__}",
                              "give the .json or .npz file saved with save_track")
         for name, value, hint in (("step reuse", self.step_reuse, "1 is exact sampling; 2-3 is about 2x faster"),
-                                  ("VAE slice", self.vae_slice, "frames decoded at once; 1-4 fits 512 px in 8 GB")):
+                                  ("VAE slice", self.vae_slice, "frames decoded at once; 1-4 fits 512 px in 8 GB"),
+                                  ("number of chunks per U-Net call", self.batch_chunks, "1 (default) to 4")):
             if not _whole(value) or value < 1:
                 raise InputError(f"the {name} must be a whole number of at least 1, got {value!r}", hint)
         if self.scheduler != "ddim":

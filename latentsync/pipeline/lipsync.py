@@ -137,6 +137,7 @@ class LipSyncPipeline:
         scheduler: str | None = None,
         vae_slice: int | None = None,
         conditioning: torch.Tensor | None = None,
+        clips: int = 1,
     ) -> torch.Tensor:
         """Regenerate the lower face of F aligned frames.
 
@@ -144,7 +145,8 @@ class LipSyncPipeline:
         repeated over the frames) -> (F,3,R,R) float32 pixel values in [-1,1] where only the masked (black) region
         comes from the model. step_reuse: run the U-Net's deep branch every N-th step only (1: exact); scheduler:
         "ddim" or "dpm++" (default: the pipeline's own scheduler); vae_slice: frames decoded at once (default: all);
-        conditioning: the (F,9,R/8,R/8) output of `conditioning_latents` for these faces, when already known.
+        conditioning: the (F,9,R/8,R/8) output of `conditioning_latents` for these faces, when already known;
+        clips: the F frames are that many clips of F / clips frames one after the other, denoised as one batch.
         """
         device, dtype = self.device, self.dtype
         faces = torch.as_tensor(faces_uint8).to(device)
@@ -153,16 +155,16 @@ class LipSyncPipeline:
         mask = self.mask.to(device)
         if conditioning is None:
             conditioning = self.conditioning_latents(faces)
-        condition = rearrange(conditioning.to(device, dtype), "(b f) c h w -> b c f h w", b=1)
+        condition = rearrange(conditioning.to(device, dtype), "(b f) c h w -> b c f h w", b=clips)
 
-        audio = torch.as_tensor(audio_windows).to(device, dtype)[None]  # (1,F,50,C)
+        audio = rearrange(torch.as_tensor(audio_windows).to(device, dtype), "(b f) n c -> b f n c", b=clips)
         guided = guidance_scale > 1.0
         if guided:  # batch order [unconditional, conditional]; unconditional audio is all zeros
             audio = torch.cat([torch.zeros_like(audio), audio])
             condition = torch.cat([condition, condition])
 
         sampler = self.chunk_scheduler(scheduler)
-        latents = init_latents.to(device, dtype).expand(-1, -1, num_frames, -1, -1)
+        latents = init_latents.to(device, dtype).expand(clips, -1, num_frames // clips, -1, -1)
         latents = latents * sampler.init_noise_sigma
         sampler.set_timesteps(num_inference_steps, device=device)
         denoiser = StepReuse(self.unet, every=step_reuse)
@@ -310,18 +312,41 @@ class LipSyncPipeline:
                     sink.write(self._paste_chunk(chunk, plan))
 
             with BackgroundWorker(paste_and_write, name="latentsync-paste") as writer:
-                for chunk in prefetch(chunks, depth=2, name="latentsync-align"):
-                    if chunk.faces is not None:
+                waiting: list[Chunk] = []  # chunks with faces, denoised together up to options.batch_chunks
+
+                def denoise_and_submit() -> None:
+                    if waiting:
                         with busy("diffusion"):
-                            chunk.generated = self.sample_chunk(
-                                chunk.faces, chunk.audio, init_latents, options.num_inference_steps,
-                                options.guidance_scale, step_reuse=options.step_reuse, scheduler=options.scheduler,
-                                vae_slice=options.vae_slice, conditioning=chunk.conditioning,
+                            generated = self.sample_chunk(
+                                torch.cat([c.faces for c in waiting]), torch.cat([c.audio for c in waiting]),
+                                init_latents, options.num_inference_steps, options.guidance_scale,
+                                step_reuse=options.step_reuse, scheduler=options.scheduler,
+                                vae_slice=options.vae_slice, clips=len(waiting),
+                                conditioning=None if plan.latents is None else torch.cat([c.conditioning for c in waiting]),
                             )
+                        for c, faces in zip(waiting, generated.split(len(waiting[0].faces))):
+                            c.generated = faces
+                    for c in waiting:
+                        submit(c)
+                    waiting.clear()
+
+                def submit(chunk: Chunk) -> None:
                     writer.submit(chunk)
-                    done = chunk.start + len(chunk.frames)
                     bar.update(len(chunk.frames))
-                    _progress(job, "lip-sync", done, total)
+                    _progress(job, "lip-sync", chunk.start + len(chunk.frames), total)
+
+                for chunk in prefetch(chunks, depth=2, name="latentsync-align"):
+                    # Chunks go through the U-Net together only with the same number of faces (the last chunk of a
+                    # video, or one where the face is missing on some frames, usually goes alone).
+                    if waiting and (chunk.faces is None or len(chunk.faces) != len(waiting[0].faces)):
+                        denoise_and_submit()
+                    if chunk.faces is None:
+                        submit(chunk)
+                        continue
+                    waiting.append(chunk)
+                    if len(waiting) == options.batch_chunks:
+                        denoise_and_submit()
+                denoise_and_submit()
         return np.concatenate(collected) if job.output is None else None
 
     def _align_chunk(
