@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     ap.add_argument("--vae-slice", type=int, default=4, help="frames decoded at once")
+    ap.add_argument("--batch-chunks", type=int, default=1, help="16-frame chunks per U-Net call")
     ap.add_argument("--compile", action="store_true", help="also torch.compile the U-Net and VAE decoder")
     ap.add_argument("--max-minutes", type=float, default=7.5, help="start no run that would end after this")
     args = ap.parse_args()
@@ -57,7 +58,7 @@ def main() -> None:
         "gpu": torch.cuda.get_device_name(args.device) if cuda else None, "torch": torch.__version__,
         "platform": platform.platform(), "size": args.size, "dtype": args.dtype, "steps": args.steps,
         "clip": f"{args.seconds:g} s, 1080x1920, built from {VIDEO.name}", "vae_slice": args.vae_slice,
-        "compile": args.compile, "runs": {},
+        "compile": args.compile, "batch_chunks": args.batch_chunks, "runs": {},
     }
 
     def save() -> None:
@@ -85,7 +86,7 @@ def main() -> None:
             pipe = LipSyncPipeline(unet=base.unet, vae=base.vae, scheduler=base.scheduler, resolution=resolution,
                                    audio_encoder=base.audio_encoder, face_detector=base.face_detector)
             options = dict(num_inference_steps=args.steps, seed=0, progress=False, vae_slice=args.vae_slice,
-                           compile=args.compile)
+                           compile=args.compile, batch_chunks=args.batch_chunks)
             # Warm-up (CUDA kernels, cuDNN choices, compilation) on one chunk, not timed.
             pipe(video, speech if args.seconds <= 0.64 else _short(speech, tmp), None, track=track,
                  **{**options, "num_inference_steps": 2})
