@@ -22,19 +22,12 @@ from latentsync.cli import train_cmds
 from latentsync.data.prepare import PrepareSettings, prepare_dataset
 from latentsync.errors import CheckpointError, InputError
 from latentsync.models.syncnet import load_syncnet
-from latentsync.training.common import (
-    DistInfo,
-    MetricsLog,
-    TrainSampler,
-    apply_overrides,
-    autocast_and_scaler,
-    cache_folder,
-    configured_path,
-    latest_checkpoint,
-    load_training_state,
-    run_settings,
-    save_checkpoint,
-)
+from latentsync.training.checkpoints import latest_checkpoint, load_training_state, save_checkpoint
+from latentsync.training.distributed import DistInfo
+from latentsync.training.metrics import MetricsLog
+from latentsync.training.precision import autocast_and_scaler
+from latentsync.training.sampling import TrainSampler
+from latentsync.training.settings import apply_overrides, cache_folder, configured_path, run_settings
 from latentsync.training.syncnet import train_syncnet
 
 torch.set_num_threads(1)

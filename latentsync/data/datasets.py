@@ -2,7 +2,7 @@
 
 A clip is an R x R, 25 fps video of one face with its 16 kHz speech muxed in (AAC). Items are dicts of tensors.
 Sample ids may exceed the number of clips: id `i` reads clip `i % len(clips)` and draws its windows from a
-random generator seeded with (seed, i), so an item depends only on its id (see `training.common.TrainSampler`),
+random generator seeded with (seed, i), so an item depends only on its id (see `training.sampling.TrainSampler`),
 never on worker scheduling; a resumed run sees exactly the data it would have seen. With `samples_per_clip`
 the pass number is taken modulo that count, so each clip offers a fixed set of samples (a small set a model
 can learn by heart: the usual check that a training loop works).
