@@ -32,6 +32,7 @@ from latentsync.models import load_scheduler, load_unet
 from latentsync.models.lpips import LPIPS
 from latentsync.models.syncnet import StableSyncNet
 from latentsync.models.videomae import VideoMAE, VideoMAEConfig
+from latentsync.testing import make_sync_clips
 from latentsync.training.losses import frame_noise, predicted_x0, sync_loss
 from latentsync.training.unet import (
     DEMO_VIDEO,
@@ -54,6 +55,7 @@ SYNCNET_VISUAL = {"in_channels": 48, "block_out_channels": [32, 32, 32, 32, 64, 
                   "downsample_factors": [[1, 2], 2, 2, 2, 2, 2], "attn_blocks": [0, 0, 0, 0, 1, 0],
                   "dropout": 0.0}  # fmt: skip
 LOSSES = ("recon_loss", "sync_loss", "lpips_loss", "trepa_loss")
+UNET_SYNC_STEPS = 40
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -327,3 +329,24 @@ def test_two_process_ddp_run(assets, tmp_path, zero):
     content = torch.load(output / "checkpoints" / "checkpoint-2.pt", weights_only=True)
     trainable = sum(1 for _ in load_unet(_tiny_unet(motion=False)).parameters())
     assert len(content["optimizer"]["state"]) == trainable  # the whole AdamW state, also when sharded (ZeRO)
+
+
+# ---- learning to use the audio on synthetic clips ----
+
+
+def test_stage1_uses_the_audio_on_synthetic_clips(assets, tmp_path):
+    """Clips whose mouth follows the speech: after stage 1 the held-out noise loss with the clips' audio is below
+    the same windows' loss with zero audio tokens, a U-Net that ignores the audio."""
+    make_sync_clips(tmp_path / "train", count=3, seconds=3.0, resolution=R, seed=0)
+    make_sync_clips(tmp_path / "val", count=2, seconds=3.0, resolution=R, seed=1)
+    extra = {"data.train_data_dir": "", "data.train_fileslist": str(tmp_path / "train" / "fileslist.txt"),
+             "data.val_fileslist": str(tmp_path / "val" / "fileslist.txt"), "data.num_val_samples": 8,
+             "data.frames_in_memory": True, "data.batch_size": 2, "run.validation_steps": UNET_SYNC_STEPS // 2,
+             "data.audio_embeds_cache_dir": str(tmp_path / "cache")}  # fmt: skip
+    output = train_unet(CONFIGS / "stage1.yaml", _overrides(assets, tmp_path / "out", steps=UNET_SYNC_STEPS, stage=1, **extra))
+    held_out = [r for r in _records(output) if "val_loss" in r]
+    print("held-out noise loss (with audio, zero audio):",
+          [(r["step"], round(r["val_loss"], 4), round(r["val_loss_zero_audio"], 4)) for r in held_out])
+    assert [r["step"] for r in held_out] == [UNET_SYNC_STEPS // 2, UNET_SYNC_STEPS]
+    assert held_out[-1]["val_loss"] < held_out[-1]["val_loss_zero_audio"]
+    assert held_out[-1]["val_loss"] < held_out[0]["val_loss"]

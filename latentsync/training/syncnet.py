@@ -149,6 +149,7 @@ def setup(config: dict[str, Any], settings: RunSettings, dist: DistInfo) -> Sync
     # ---- data ----
     frames_args = dict(resolution=int(data["resolution"]), num_frames=int(data["num_frames"]),
                        lower_half=bool(data.get("lower_half", True)),
+                       frames_in_memory=bool(data.get("frames_in_memory", False)),
                        cache_dir=cache_folder(data, "audio_mel_cache_dir", output_dir))  # fmt: skip
     train_clips = read_fileslist(configured_path(data, "train_fileslist"), configured_path(data, "train_data_dir"))
     val_fileslist, val_data_dir = configured_path(data, "val_fileslist"), configured_path(data, "val_data_dir")

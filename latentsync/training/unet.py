@@ -321,16 +321,7 @@ def setup(cfg: dict[str, Any], settings: RunSettings, dist: DistInfo) -> UNetTra
     diffusion = Diffusion(vae, scheduler, scheduler.alphas_cumprod.to(device), mask_latent[:, :, None], noise_alpha)
 
     # ---- data: an endless, resumable sample order; held-out windows for the validation loss ----
-    num_frames, batch_size = int(data.get("num_frames", 16)), int(data.get("batch_size", 1))
-    dataset = UNetDataset(clips, whisper, resolution, num_frames, mask=mask, cache_dir=cache_dir, seed=seed)
-    sampler = TrainSampler(len(dataset), batch_size, seed, dist, start_step=step)
-    workers = int(data.get("num_workers", 0))
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                        pin_memory=device.type == "cuda", persistent_workers=workers > 0)  # fmt: skip
-    held_out = None
-    if val_clips is not None:
-        val_set = UNetDataset(val_clips, whisper, resolution, num_frames, mask=mask, cache_dir=cache_dir, seed=seed + 1)
-        held_out = HeldOutLoss(val_set, int(data.get("num_val_samples", 16)), batch_size, diffusion, seed, dist)
+    loader, held_out = _data(data, clips, val_clips, whisper, mask, cache_dir, diffusion, seed, step, dist)
     if dist.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(output_dir / "config.yaml") as tmp:
@@ -341,9 +332,28 @@ def setup(cfg: dict[str, Any], settings: RunSettings, dist: DistInfo) -> UNetTra
         trainable=trainable, optimizer=optimizer, scaler=scaler, autocast=autocast, lr=lr,
         warmup=max(1, int(opt.get("lr_warmup_steps", 0))), max_grad_norm=float(opt.get("max_grad_norm", 1.0)),
         diffusion=diffusion, critics=critics, loss_weights=loss_weights, loader=loader,
-        max_steps=settings.total_steps(len(dataset), batch_size * dist.world_size),
+        max_steps=settings.total_steps(len(clips), int(data.get("batch_size", 1)) * dist.world_size),
         metrics=MetricsLog(output_dir, start_step=step), validate=validate, held_out=held_out, step=step,
     )  # fmt: skip
+
+
+def _data(
+    data: Mapping[str, Any], clips: list[Path], val_clips: list[Path] | None, whisper: WhisperFeatures,
+    mask: np.ndarray, cache_dir: Path, diffusion: Diffusion, seed: int, step: int, dist: DistInfo,
+) -> tuple[DataLoader, HeldOutLoss | None]:
+    """The training batches from `step` on, and the held-out loss when there are held-out clips."""
+    resolution, num_frames = int(data["resolution"]), int(data.get("num_frames", 16))
+    batch_size = int(data.get("batch_size", 1))
+    items = dict(mask=mask, cache_dir=cache_dir, frames_in_memory=bool(data.get("frames_in_memory", False)))
+    dataset = UNetDataset(clips, whisper, resolution, num_frames, seed=seed, **items)
+    sampler = TrainSampler(len(dataset), batch_size, seed, dist, start_step=step)
+    workers = int(data.get("num_workers", 0))
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                        pin_memory=dist.device.type == "cuda", persistent_workers=workers > 0)  # fmt: skip
+    if val_clips is None:
+        return loader, None
+    val_set = UNetDataset(val_clips, whisper, resolution, num_frames, seed=seed + 1, **items)
+    return loader, HeldOutLoss(val_set, int(data.get("num_val_samples", 16)), batch_size, diffusion, seed, dist)
 
 
 def _locate_weights(
