@@ -12,7 +12,11 @@ max_train_epochs, validation_steps, mixed_precision_training, seed; this project
 Empty data paths (as in the packaged configs, which drop the authors' cluster folders) count as not given: the
 cache goes to `<train_output_dir>/cache`, validation falls back to the training clips.
 Also added: `data.samples_per_clip` (a fixed set of samples per clip instead of fresh windows on every pass;
-for checking that a small model can learn a small set).
+for checking that a small model can learn a small set), `data.frames_in_memory` (decode each clip once; small
+sets), `optimizer.lr_warmup_steps` (linear warm-up; 0 as published) and `run.contrastive_loss_weight` /
+`run.contrastive_temperature` (an in-batch contrastive term added to the BCE; 0 as published), which take a small
+model off the 0.69 plateau where the published loss leaves every score at 0.5 (see `losses.SyncNetObjective`).
+Validation always reports the published BCE, so that runs with and without the extra term compare.
 
 Outputs in data.train_output_dir: checkpoints/checkpoint-<step>.pt ({"state_dict", "global_step", "optimizer",
 "scaler"}; loads with `load_syncnet`), metrics.jsonl (step, train_loss, train_acc, and val_loss / val_acc at
