@@ -42,28 +42,37 @@ SETTINGS = {
 
 
 def reduced_model(resolution: int, divisor: int, lower_half: bool = True) -> dict:
-    """The published SyncNet `model:` section with widths / divisor (>= 32) and downsampling fitted to `resolution`."""
+    """The published SyncNet `model:` section with widths / divisor (at least 32), for `resolution`.
+
+    Below 256 px the visual maps reach 1 x 1 earlier: the blocks after that one are left out (kept, they would
+    run GroupNorm on 1 x 1 maps of few channels per group, which the published widths never do). The last block
+    of each encoder keeps at least 256 channels, 8 per group of the final GroupNorm: with 2 per group the
+    embedding becomes a binary code whose gradient vanishes.
+    """
     model = copy.deepcopy(load_config(PUBLISHED)["model"])
-    for encoder in model.values():
-        encoder["block_out_channels"] = [max(32, w // divisor) for w in encoder["block_out_channels"]]
     height = resolution // 2 if lower_half else resolution
     visual = model["visual_encoder"]
-    while _visual_map(model, height, resolution) != (1, 1):
-        last = max(i for i, f in enumerate(visual["downsample_factors"]) if f != 1)  # the deepest downsampling first
-        visual["downsample_factors"][last] = 1
+    blocks = len(visual["downsample_factors"])
+    while blocks > 1 and _visual_map(visual, blocks - 1, height, resolution) == (1, 1):
+        blocks -= 1
+    for key in ("block_out_channels", "downsample_factors", "attn_blocks"):
+        visual[key] = visual[key][:blocks]
+    for encoder in model.values():
+        widths = [max(32, w // divisor) for w in encoder["block_out_channels"]]
+        encoder["block_out_channels"] = widths[:-1] + [max(256, widths[-1])]
+    if _visual_map(visual, blocks, height, resolution) != (1, 1):
+        raise SystemExit(f"the published visual encoder does not reach 1 x 1 at {resolution} px")
     return model
 
 
-def _visual_map(model: dict, height: int, width: int) -> tuple[int, int]:
-    try:
-        net = StableSyncNet(model["audio_encoder"], model["visual_encoder"]).visual_encoder
-        with torch.no_grad():
-            features = net.conv_in(torch.zeros(1, 48, height, width))
-            for block in net.down_blocks:
-                features = block(features)
-        return tuple(features.shape[2:])
-    except RuntimeError:  # a map shrank below the kernel
-        return (0, 0)
+def _visual_map(visual: dict, blocks: int, height: int, width: int) -> tuple[int, int]:
+    """The map size after the first `blocks` downsamplings of the visual encoder."""
+    size = torch.zeros(1, 1, height, width)
+    for factor in visual["downsample_factors"][:blocks]:
+        fy, fx = factor if isinstance(factor, list) else (factor, factor)
+        if (fy, fx) != (1, 1):
+            size = torch.nn.functional.max_pool2d(size, (fy, fx), ceil_mode=True)
+    return tuple(size.shape[2:])
 
 
 def run(name: str, overrides: dict, base: dict, eval_every: int) -> dict:
