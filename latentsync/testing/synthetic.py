@@ -39,15 +39,18 @@ class SyncClip:
 
 
 def speech_envelope(samples: int, rng: np.random.Generator) -> np.ndarray:
-    """A loudness envelope in [0, 1] per audio sample: alternating on/off segments of 80-320 ms, each 'on' at a
-    random level in [0.5, 1], with 10 ms ramps so that the buzz does not click."""
+    """A loudness envelope in [0, 1] per audio sample: segments of 80-320 ms, each silent (one in three) or voiced
+    at a random level in [0.2, 1], with 10 ms ramps so that the buzz does not click.
+
+    Segments are drawn independently rather than strictly alternating: an alternating envelope is nearly periodic,
+    and windows a period apart would then look in sync with each other's audio."""
     envelope = np.zeros(samples, np.float32)
-    position, on = 0, bool(rng.random() < 0.5)
+    position = 0
     while position < samples:
         length = int(rng.integers(*SEGMENT_MS) * SAMPLE_RATE / 1000)
-        if on:
-            envelope[position : position + length] = rng.uniform(0.5, 1.0)
-        position, on = position + length, not on
+        if rng.random() >= 1 / 3:
+            envelope[position : position + length] = rng.uniform(0.2, 1.0)
+        position += length
     ramp = np.hanning(int(0.02 * SAMPLE_RATE)).astype(np.float32)
     return np.convolve(envelope, ramp / ramp.sum(), mode="same").clip(0, 1)
 
@@ -86,11 +89,11 @@ def face_frames(opening: np.ndarray, resolution: int, rng: np.random.Generator) 
         cv2.ellipse(background, (int(centre_x + side * 0.18 * r), int(0.35 * r)), (max(1, int(0.07 * r)), max(1, int(0.035 * r))),
                     0, 0, 360, (60, 45, 40), -1)  # fmt: skip
     mouth = (int(centre_x), int(r * rng.uniform(0.70, 0.76)))
-    width = max(2, int(r * rng.uniform(0.14, 0.2)))
+    width = max(2, int(r * rng.uniform(0.18, 0.24)))
     frames = np.empty((len(opening), r, r, 3), np.uint8)
     for index, amount in enumerate(opening):
         image = background.copy()
-        height = max(1, int(round(r * (0.012 + 0.11 * float(amount)))))
+        height = max(1, int(round(r * (0.01 + 0.17 * float(amount)))))
         cv2.ellipse(image, mouth, (width, height + max(1, r // 64)), 0, 0, 360, tuple(lips.tolist()), -1)
         cv2.ellipse(image, mouth, (max(1, width - r // 64), height), 0, 0, 360, (45, 15, 20), -1)
         frames[index] = image.clip(0, 255).astype(np.uint8)
