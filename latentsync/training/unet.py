@@ -47,7 +47,6 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -71,6 +70,8 @@ from ..models.lpips import VGG16_STAGES, load_lpips
 from ..models.unet import LatentSyncUNet
 from ..models.vae import decode_latents, encode_latents
 from ..models.videomae import VideoMAEConfig, load_videomae
+from ..packaged import DEMO_AUDIO, DEMO_VIDEO, packaged_file
+from ..pipeline.job import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from ..pipeline.mask import load_mouth_mask
 from .checkpoints import latest_checkpoint, load_training_state, save_checkpoint
 from .distributed import all_reduce_sum, barrier, cleanup_distributed, DistInfo, setup_distributed, unwrap_model, wrap_ddp
@@ -85,7 +86,6 @@ log = logging.getLogger(__name__)
 LOSS_TERMS = {"recon_loss": "recon_loss_weight", "sync_loss": "sync_loss_weight",
               "lpips_loss": "perceptual_loss_weight", "trepa_loss": "trepa_loss_weight"}  # fmt: skip
 RUN_DEFAULTS = {"seed": 1247, "save_ckpt_steps": 10000}  # the published U-Net values, for configs without them
-DEMO_VIDEO, DEMO_AUDIO = "assets/demo/demo_video.mp4", "assets/demo/demo_speech.flac"  # inside the package
 
 
 def train_unet(config_path: str | os.PathLike | Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Path:
@@ -551,7 +551,7 @@ def packaged_or_path(path: str | os.PathLike) -> Path | None:
     `configs/...` relative to the repository), else None."""
     if Path(path).expanduser().exists():
         return Path(path).expanduser()
-    inside = Path(str(resources.files("latentsync").joinpath(str(path))))
+    inside = packaged_file(path)
     return inside if inside.exists() else None
 
 
@@ -596,7 +596,7 @@ class Validator:
         self.audio = self._clip(data.get("val_audio_path"), DEMO_AUDIO)
         self.files, self.vae, self.whisper, self.mask, self.autocast = files, vae, whisper, mask, autocast
         self.resolution = int(data["resolution"])
-        self.steps, self.guidance = int(run.get("inference_steps", 20)), float(run.get("guidance_scale", 1.5))
+        self.steps, self.guidance = int(run.get("inference_steps", DEFAULT_STEPS)), float(run.get("guidance_scale", DEFAULT_GUIDANCE))
         self.seed = seed
         self.folder = output_dir / "val_videos"
         self.detector = None  # built at the first validation
