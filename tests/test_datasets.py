@@ -109,6 +109,18 @@ def test_samples_per_clip_repeats_a_fixed_set(clips):
     assert keys[:4] == keys[4:] and len(set(keys[:4])) == 4
 
 
+def test_frames_in_memory_give_the_same_items(clips, whisper):
+    kept = SyncNetDataset([clips["long"], clips["medium"]], resolution=R, seed=5, frames_in_memory=True)
+    read = SyncNetDataset([clips["long"], clips["medium"]], resolution=R, seed=5)
+    for sample_id in (7, 3, 12, 0):
+        assert torch.equal(kept[sample_id]["frames"], read[sample_id]["frames"])
+    assert len(kept._decoded) == 2  # each clip decoded once
+    unet_kept = UNetDataset([clips["long"]], whisper, resolution=R, frames_in_memory=True)
+    unet_read = UNetDataset([clips["long"]], whisper, resolution=R)
+    x, y = unet_kept[1], unet_read[1]
+    assert torch.equal(x["frames"], y["frames"]) and torch.equal(x["ref_frames"], y["ref_frames"])
+
+
 def test_full_frames_without_lower_half(clips):
     item = SyncNetDataset([clips["long"]], resolution=R, lower_half=False)[0]
     assert item["frames"].shape == (48, R, R)

@@ -4,12 +4,14 @@ DDP on CPU; and the shared training infrastructure (sampler, overrides, metrics 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -17,27 +19,26 @@ import yaml
 import latentsync
 
 from conftest import MEDIA
+from latentsync.audio import load_audio
 from latentsync.checkpoint import load_state_dict
 from latentsync.cli import train_cmds
+from latentsync.data.datasets import SyncNetDataset, read_fileslist
 from latentsync.data.prepare import PrepareSettings, prepare_dataset
 from latentsync.errors import CheckpointError, InputError
+from latentsync.media import probe_video, read_frames
 from latentsync.models.syncnet import load_syncnet
-from latentsync.training.common import (
-    DistInfo,
-    MetricsLog,
-    TrainSampler,
-    apply_overrides,
-    autocast_and_scaler,
-    cache_folder,
-    configured_path,
-    latest_checkpoint,
-    load_training_state,
-    run_settings,
-    save_checkpoint,
-)
+from latentsync.testing import make_sync_clips
+from latentsync.training.losses import SyncNetObjective, contrastive_sync_loss, syncnet_loss
+from latentsync.training.checkpoints import latest_checkpoint, load_training_state, save_checkpoint
+from latentsync.training.distributed import DistInfo
+from latentsync.training.metrics import MetricsLog
+from latentsync.training.precision import autocast_and_scaler
+from latentsync.training.sampling import TrainSampler
+from latentsync.training.settings import apply_overrides, cache_folder, configured_path, run_settings
 from latentsync.training.syncnet import train_syncnet
 
 torch.set_num_threads(1)
+SYNTHETIC_STEPS = 200
 
 
 def small_config(clips_list, output_dir, **data) -> dict:
@@ -118,9 +119,21 @@ def test_metrics_and_chart(trained):
     assert [r["step"] for r in records if "train_loss" in r] == list(range(5, 41, 5))
     validation = [r for r in records if "val_loss" in r]
     assert [r["step"] for r in validation] == [20, 40]
-    assert all(0 <= r["val_acc"] <= 1 and r["val_loss"] > 0 for r in validation)
     assert (output / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert any((output / "cache" / "mel").iterdir())  # instead of /mnt/bn/...
+    # The last validation, recomputed from the saved checkpoint: the training clips (no held-out ones were
+    # given), seed 42 + 1, the first num_val_samples ids.
+    config, _ = trained
+    data = config["data"]
+    dataset = SyncNetDataset(read_fileslist(data["train_fileslist"]), resolution=32, seed=43)
+    model = load_syncnet(config, output / "checkpoints" / "checkpoint-40.pt")
+    items = [dataset[i] for i in range(data["num_val_samples"])]
+    with torch.no_grad():
+        vision, audio = model(torch.stack([i["frames"] for i in items]), torch.stack([i["mel"] for i in items]))
+    labels = torch.stack([i["label"] for i in items])
+    loss, scores = syncnet_loss(vision, audio, labels)
+    assert math.isclose(validation[-1]["val_loss"], loss.item(), rel_tol=1e-4)
+    assert validation[-1]["val_acc"] == ((scores > 0.5) == (labels > 0.5)).float().mean().item()
 
 
 def test_checkpoints_load_with_load_syncnet(trained):
@@ -307,3 +320,80 @@ def test_resume_errors_name_the_cause(tmp_path):
     fewer = torch.nn.Linear(3, 2)  # as if run.trainable_modules had changed
     with pytest.raises(CheckpointError, match="trainable_modules"):
         load_training_state(path, fewer, torch.optim.AdamW([fewer.weight]))
+
+
+# ---- learning sync on synthetic clips ----
+
+
+def test_synthetic_clips_have_the_prepare_layout_and_a_known_relation(tmp_path):
+    clips = make_sync_clips(tmp_path, count=2, seconds=2.0, resolution=48, seed=3)
+    assert (tmp_path / "fileslist.txt").read_text().split() == ["clip_000.mp4", "clip_001.mp4"]
+    info = probe_video(clips[0].path)
+    assert (info.width, info.height, info.frames_at(25)) == (48, 48, 50)
+    audio = load_audio(clips[0].path)
+    assert abs(len(audio) - 2 * 16000) < 1600
+    # The mouth (dark pixels of the lower half) opens with the opening the clip was made with ...
+    frames = np.stack([f for _, f in read_frames(clips[0].path)])
+    dark = (frames[:, 24:].mean(axis=3) < 90).mean(axis=(1, 2))
+    assert np.corrcoef(dark, clips[0].opening)[0, 1] > 0.9
+    # ... and the speech is loud exactly then: RMS per 40 ms frame against the opening.
+    rms = np.sqrt((audio[: 50 * 640].reshape(50, 640) ** 2).mean(axis=1))
+    assert np.corrcoef(rms, clips[0].opening)[0, 1] > 0.9
+    assert clips[0].opening.max() > 0.5 and clips[0].opening.min() < 0.05  # both open and closed stretches
+
+
+def test_contrastive_term_reference_values():
+    eye = torch.eye(2)
+    labels = torch.ones(2)
+    # logits [[2, 0], [0, 2]] at temperature 0.5: cross-entropy log(1 + e^-2) in both directions.
+    expected = math.log(1 + math.exp(-2))
+    assert math.isclose(contrastive_sync_loss(eye, eye, labels, 0.5).item(), expected, rel_tol=1e-6)
+    # Off-sync pairs take no part; fewer than two in-sync pairs give 0.
+    assert contrastive_sync_loss(eye, eye, torch.tensor([1.0, 0.0]), 0.5).item() == 0
+    vision, audio = torch.rand(6, 8), torch.rand(6, 8)
+    vision, audio = (torch.nn.functional.normalize(x, dim=1) for x in (vision, audio))
+    labels = torch.tensor([1.0, 0, 1, 1, 0, 1])
+    published, _ = syncnet_loss(vision, audio, labels)
+    assert torch.equal(SyncNetObjective()(vision, audio, labels)[0], published)  # weight 0: the published loss
+    mixed, scores = SyncNetObjective(0.5, 0.1)(vision, audio, labels)
+    torch.testing.assert_close(mixed, published + 0.5 * contrastive_sync_loss(vision, audio, labels, 0.1))
+    torch.testing.assert_close(scores, (vision * audio).sum(1))
+
+
+@pytest.fixture(scope="module")
+def synthetic_set(tmp_path_factory):
+    """12 training and 4 held-out synthetic clips of 6 s at 32 px, written as `prepare` lays them out."""
+    root = tmp_path_factory.mktemp("synthetic_sync")
+    make_sync_clips(root / "train", count=12, seconds=6.0, resolution=32, seed=0)
+    make_sync_clips(root / "val", count=4, seconds=6.0, resolution=32, seed=1)
+    return root
+
+
+def test_learns_sync_on_synthetic_clips(synthetic_set, tmp_path):
+    """`latentsync train-syncnet` on clips whose mouth follows the speech leaves chance on held-out clips.
+
+    With the published loss alone this model stays at chance (0.46-0.54) for hundreds of steps; with the
+    contrastive term and warm-up it reached 0.80-0.86 held-out accuracy in 200-300 steps in our runs (not 0.9:
+    see the README). The bar below leaves room for the randomness of other machines."""
+    config = small_config(synthetic_set / "train" / "fileslist.txt", tmp_path / "unused")
+    config_path = tmp_path / "syncnet.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    parser = argparse.ArgumentParser()
+    train_cmds.register(parser.add_subparsers())
+    output = tmp_path / "run"
+    args = parser.parse_args([
+        "train-syncnet", "--config", str(config_path), "--device", "cpu", "--output-dir", str(output),
+        "--fileslist", str(synthetic_set / "train" / "fileslist.txt"),
+        "--val-fileslist", str(synthetic_set / "val" / "fileslist.txt"), "--cache-dir", str(tmp_path / "cache"),
+        "--max-steps", str(SYNTHETIC_STEPS), "--lr", "1e-3", "--batch-size", "16",
+        "--set", "optimizer.lr_warmup_steps=50", "--set", "run.contrastive_loss_weight=1.0",
+        "--set", "data.frames_in_memory=true", "--set", "data.num_val_samples=128",
+        "--set", "run.validation_steps=50", "--set", "run.log_steps=25", "--set", "run.mixed_precision_training=false",
+    ])
+    args.run(args)
+    records = MetricsLog(output).records()
+    validation = [r for r in records if "val_acc" in r]
+    print("held-out accuracy by step:", [(r["step"], round(r["val_acc"], 3)) for r in validation])
+    assert next(r for r in records if "train_acc" in r)["train_acc"] < 0.7  # steps 1-25: near chance
+    assert max(r["val_acc"] for r in validation[-2:]) >= 0.75
+    assert any((tmp_path / "cache" / "mel").iterdir())

@@ -37,12 +37,13 @@ def register(sub: argparse._SubParsersAction) -> None:
             "--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
             help="override any config entry, e.g. --set run.validation_steps=500 (repeatable; YAML values)",
         )
+        p.add_argument("--val-data-dir", help="folder of held-out clips for the validation metrics")
+        p.add_argument("--val-fileslist", help="text file of held-out clips for the validation metrics")
         if name == "train-syncnet":
-            p.add_argument("--val-data-dir", help="folder of held-out clips for validation")
-            p.add_argument("--val-fileslist", help="text file of held-out clips for validation")
-            p.set_defaults(run=run_train_syncnet)
+            # New training data also replace the packaged config's validation clips (the authors' own set).
+            p.set_defaults(run=run_train_syncnet, validation_follows_data=True)
         else:
-            p.set_defaults(run=run_train_unet)
+            p.set_defaults(run=run_train_unet, validation_follows_data=False)
 
 
 def training_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -63,9 +64,10 @@ def training_overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.cache_dir:
         named["data.audio_mel_cache_dir"] = args.cache_dir
         named["data.audio_embeds_cache_dir"] = args.cache_dir
-    # train-syncnet: held-out clips replace the config's; so does new training data without them (validation then
-    # falls back to the training clips), never the authors' validation set of the packaged config.
-    if hasattr(args, "val_data_dir") and (args.val_data_dir or args.val_fileslist or args.data_dir or args.fileslist):
+    # Held-out clips replace the config's. For train-syncnet so does new training data without them (validation
+    # then falls back to the training clips), never the authors' validation set of the packaged config.
+    new_data = args.validation_follows_data and (args.data_dir or args.fileslist)
+    if args.val_data_dir or args.val_fileslist or new_data:
         named["data.val_data_dir"] = args.val_data_dir or ""
         named["data.val_fileslist"] = args.val_fileslist or ""
     overrides.update({k: v for k, v in named.items() if v is not None})

@@ -2,10 +2,12 @@
 
 A clip is an R x R, 25 fps video of one face with its 16 kHz speech muxed in (AAC). Items are dicts of tensors.
 Sample ids may exceed the number of clips: id `i` reads clip `i % len(clips)` and draws its windows from a
-random generator seeded with (seed, i), so an item depends only on its id (see `training.common.TrainSampler`),
+random generator seeded with (seed, i), so an item depends only on its id (see `training.sampling.TrainSampler`),
 never on worker scheduling; a resumed run sees exactly the data it would have seen. With `samples_per_clip`
 the pass number is taken modulo that count, so each clip offers a fixed set of samples (a small set a model
-can learn by heart: the usual check that a training loop works).
+can learn by heart: the usual check that a training loop works). With `frames_in_memory` each process decodes a
+clip once and keeps all its frames (for small data sets, e.g. synthetic checks: decoding dominates the cost of
+an item; a large set would not fit in memory).
 
 A clip too short for a sample, or unreadable, is skipped with a logged reason (once per process) and another
 clip, chosen from the same id, is used instead; a worker only fails when no clip at all is usable.
@@ -100,7 +102,7 @@ class _ClipDataset(Dataset):
 
     def __init__(
         self, clips: list[Path], resolution: int, num_frames: int, cache_dir: Path | None, seed: int,
-        samples_per_clip: int | None,
+        samples_per_clip: int | None, frames_in_memory: bool = False,
     ):
         if not clips:
             raise InputError("the dataset has no clips", "check the file list / data folder")
@@ -114,6 +116,8 @@ class _ClipDataset(Dataset):
         self.skipped: dict[str, str] = {}  # clip -> reason, in this process
         self._lengths: dict[Path, int] = {}
         self._memo: OrderedDict[tuple, Any] = OrderedDict()
+        self.frames_in_memory = frames_in_memory
+        self._decoded: dict[Path, np.ndarray] = {}  # clip -> all its frames, with frames_in_memory
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -155,8 +159,15 @@ class _ClipDataset(Dataset):
 
     def _frames(self, clip: Path, start: int) -> np.ndarray:
         """`num_frames` consecutive frames from `start` as (F, R, R, 3) uint8 (resized if the clip has another size)."""
+        if self.frames_in_memory:
+            if clip not in self._decoded:
+                self._decoded[clip] = self._resized([f for _, f in read_frames(clip, FPS)])
+            return self._decoded[clip][start : start + self.num_frames]
+        return self._resized([f for _, f in read_frames(clip, FPS, np.arange(start, start + self.num_frames))])
+
+    def _resized(self, frames: list[np.ndarray]) -> np.ndarray:
+        """(F, R, R, 3) uint8 of the frames, resized to the dataset's resolution when they have another size."""
         size = self.resolution
-        frames = [f for _, f in read_frames(clip, FPS, np.arange(start, start + self.num_frames))]
         if frames[0].shape[:2] != (size, size):
             shrink = frames[0].shape[0] > size
             interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LANCZOS4
@@ -221,8 +232,9 @@ class SyncNetDataset(_ClipDataset):
         cache_dir: Path | None = None,
         seed: int = 0,
         samples_per_clip: int | None = None,
+        frames_in_memory: bool = False,
     ):
-        super().__init__(clips, resolution, num_frames, cache_dir, seed, samples_per_clip)
+        super().__init__(clips, resolution, num_frames, cache_dir, seed, samples_per_clip, frames_in_memory)
         self.lower_half = lower_half
 
     def _item(self, clip: Path, rng: np.random.Generator) -> dict[str, Any]:
@@ -271,8 +283,9 @@ class UNetDataset(_ClipDataset):
         cache_dir: Path | None = None,
         seed: int = 0,
         samples_per_clip: int | None = None,
+        frames_in_memory: bool = False,
     ):
-        super().__init__(clips, resolution, num_frames, cache_dir, seed, samples_per_clip)
+        super().__init__(clips, resolution, num_frames, cache_dir, seed, samples_per_clip, frames_in_memory)
         self.whisper = whisper
         self.whisper_identity = weights_hash(whisper.encoder)
         self.mask = None

@@ -8,6 +8,7 @@ half-precision weights: inputs are cast to their dtype and every loss is returne
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +58,42 @@ def syncnet_loss(vision: torch.Tensor, audio: torch.Tensor, labels: torch.Tensor
     with torch.autocast(vision.device.type, enabled=False):  # BCE is not autocast-safe in fp16
         loss = F.binary_cross_entropy(scores, labels.float())
     return loss, scores
+
+
+def contrastive_sync_loss(vision: torch.Tensor, audio: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE over the in-sync pairs of a batch (0 with fewer than two): each clip's frames must pick
+    their own mel window among the batch's, and each window its frames, by cosine / `temperature`.
+
+    Unlike the BCE of the cosine, it cannot be lowered by moving every score together, so it keeps the two
+    encoders from collapsing onto one shared embedding early in training (see `SyncNetObjective`).
+    """
+    in_sync = labels > 0.5
+    if int(in_sync.sum()) < 2:
+        return vision.new_zeros((), dtype=torch.float32)
+    logits = vision[in_sync].float() @ audio[in_sync].float().T / temperature
+    targets = torch.arange(len(logits), device=logits.device)
+    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+
+
+@dataclass(frozen=True)
+class SyncNetObjective:
+    """The SyncNet training loss: the published BCE of the cosine, plus `contrastive_weight` times the in-batch
+    contrastive term (`run.contrastive_loss_weight`, 0 = the published objective alone).
+
+    Why the extra term: at initialisation the BCE is lowered fastest by moving every cosine towards 0.5 at once
+    (a direction shared by all embeddings, which are non-negative after the final ReLU), and a small model then
+    sits at chance with every score near 0.5. The contrastive term only rewards telling windows apart.
+    """
+
+    contrastive_weight: float = 0.0
+    temperature: float = 0.1
+
+    def __call__(self, vision: torch.Tensor, audio: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, cosine scores) of a batch."""
+        loss, scores = syncnet_loss(vision, audio, labels)
+        if self.contrastive_weight:
+            loss = loss + self.contrastive_weight * contrastive_sync_loss(vision, audio, labels, self.temperature)
+        return loss, scores
 
 
 def sync_loss(

@@ -12,7 +12,11 @@ max_train_epochs, validation_steps, mixed_precision_training, seed; this project
 Empty data paths (as in the packaged configs, which drop the authors' cluster folders) count as not given: the
 cache goes to `<train_output_dir>/cache`, validation falls back to the training clips.
 Also added: `data.samples_per_clip` (a fixed set of samples per clip instead of fresh windows on every pass;
-for checking that a small model can learn a small set).
+for checking that a small model can learn a small set), `data.frames_in_memory` (decode each clip once; small
+sets), `optimizer.lr_warmup_steps` (linear warm-up; 0 as published) and `run.contrastive_loss_weight` /
+`run.contrastive_temperature` (an in-batch contrastive term added to the BCE; 0 as published), which take a small
+model off the 0.69 plateau where the published loss leaves every score at 0.5 (see `losses.SyncNetObjective`).
+Validation always reports the published BCE, so that runs with and without the extra term compare.
 
 Outputs in data.train_output_dir: checkpoints/checkpoint-<step>.pt ({"state_dict", "global_step", "optimizer",
 "scaler"}; loads with `load_syncnet`), metrics.jsonl (step, train_loss, train_acc, and val_loss / val_acc at
@@ -26,37 +30,23 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 
 from ..config import load_config
 from ..data.datasets import SyncNetDataset, read_fileslist
 from ..errors import InputError
-from ..models.syncnet import load_syncnet
-from .common import (
-    DistInfo,
-    MetricsLog,
-    RunSettings,
-    TrainSampler,
-    all_reduce_sum,
-    apply_overrides,
-    autocast_and_scaler,
-    cache_folder,
-    check_plotting,
-    cleanup_distributed,
-    configured_path,
-    latest_checkpoint,
-    load_training_state,
-    run_settings,
-    save_checkpoint,
-    seed_everything,
-    setup_distributed,
-    wrap_ddp,
-)
-from .losses import syncnet_loss
+from ..models.syncnet import StableSyncNet, load_syncnet
+from .checkpoints import latest_checkpoint, load_training_state, save_checkpoint
+from .distributed import all_reduce_sum, cleanup_distributed, DistInfo, setup_distributed, wrap_ddp
+from .metrics import MetricsLog
+from .precision import autocast_and_scaler
+from .sampling import seed_everything, TrainSampler
+from .settings import apply_overrides, cache_folder, check_plotting, configured_path, run_settings, RunSettings
+from .losses import SyncNetObjective, syncnet_loss
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +68,73 @@ def train_syncnet(config_path: str | os.PathLike | Mapping[str, Any], overrides:
 
 
 def _train(config: dict[str, Any], settings: RunSettings, dist: DistInfo) -> Path:
+    """Setup, then the loop: one optimiser step per iteration, with logging, validation and checkpoints at their
+    intervals."""
+    t = setup(config, settings, dist)
+    totals = torch.zeros(3, device=dist.device)  # loss sum, correct, samples since the last log line
+    started, first_step = time.time(), t.step
+    while t.step < t.max_steps:
+        # ---- one optimiser step ----
+        totals += train_step(t)
+        t.step += 1
+
+        # ---- metrics: averaged over the steps since the last line, and over the ranks ----
+        if t.step % settings.log_steps == 0 or t.step == t.max_steps:
+            loss_sum, correct, count = all_reduce_sum(totals).tolist()
+            t.metrics.log(t.step, train_loss=loss_sum / count, train_acc=correct / count)
+            if dist.is_main:
+                rate = (t.step - first_step) / max(time.time() - started, 1e-9)
+                log.info("step %d: train loss %.4f, acc %.3f (%.2f steps/s)", t.step, loss_sum / count, correct / count, rate)
+            totals.zero_()
+
+        # ---- validation on the fixed held-out samples ----
+        if t.step % settings.validation_steps == 0 or t.step == t.max_steps:
+            val_loss, val_acc = validate(t)
+            t.metrics.log(t.step, val_loss=val_loss, val_acc=val_acc)
+            t.metrics.plot()
+            if dist.is_main:
+                log.info("step %d: validation loss %.4f, accuracy %.3f", t.step, val_loss, val_acc)
+
+        # ---- checkpoint ----
+        if t.step % settings.save_ckpt_steps == 0 or t.step == t.max_steps:
+            save_checkpoint(t.output_dir, t.step, t.model, t.optimizer, t.scaler)
+    return t.output_dir
+
+
+@dataclass
+class SyncNetTraining:
+    """Everything the loop works with, built by `setup`; `step` counts the optimiser steps done."""
+
+    dist: DistInfo
+    output_dir: Path
+    model: StableSyncNet
+    ddp_model: torch.nn.Module  # the model, under DDP when several processes train
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    autocast: Callable[[], Any]
+    objective: SyncNetObjective
+    lr: float
+    warmup: int  # linear warm-up over this many steps (1: none, as published)
+    max_grad_norm: float
+    accumulation: int  # micro-batches per optimiser step
+    batches: Iterator[dict[str, Any]]
+    val_set: SyncNetDataset
+    val_ids: list[int]
+    loader_args: dict[str, Any]
+    metrics: MetricsLog
+    max_steps: int
+    step: int
+
+
+def setup(config: dict[str, Any], settings: RunSettings, dist: DistInfo) -> SyncNetTraining:
+    """The model and optimiser (resumed when asked, every rank from the same weights), and the data: an endless,
+    resumable stream of training samples and fixed validation samples (held-out clips, else the training clips)."""
     data, run, opt, ckpt = config["data"], config["run"], config["optimizer"], config.get("ckpt", {})
     output_dir = Path(data.get("train_output_dir") or "debug/syncnet")
     seed = settings.seed
     batch_size, accumulation = int(data["batch_size"]), int(data.get("gradient_accumulation_steps", 1))
 
-    # Model and optimiser; every rank starts from the same weights (DDP also broadcasts rank 0's).
+    # ---- model and optimiser; DDP also broadcasts rank 0's weights ----
     seed_everything(seed)
     model = load_syncnet(config, ckpt.get("resume_ckpt_path") or None, device=dist.device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr)
@@ -98,12 +149,12 @@ def _train(config: dict[str, Any], settings: RunSettings, dist: DistInfo) -> Pat
     elif run.get("resume"):
         log.info("no checkpoint in %s yet: starting from step 0", output_dir)
     seed_everything(seed, dist.rank)
-    ddp_model = wrap_ddp(model, dist)
 
-    # Data: an endless, resumable stream of samples; validation on held-out clips, or on the training clips.
+    # ---- data ----
     frames_args = dict(resolution=int(data["resolution"]), num_frames=int(data["num_frames"]),
                        lower_half=bool(data.get("lower_half", True)),
-                       cache_dir=cache_folder(data, "audio_mel_cache_dir", output_dir))
+                       frames_in_memory=bool(data.get("frames_in_memory", False)),
+                       cache_dir=cache_folder(data, "audio_mel_cache_dir", output_dir))  # fmt: skip
     train_clips = read_fileslist(configured_path(data, "train_fileslist"), configured_path(data, "train_data_dir"))
     val_fileslist, val_data_dir = configured_path(data, "val_fileslist"), configured_path(data, "val_data_dir")
     if val_fileslist or val_data_dir:
@@ -112,51 +163,64 @@ def _train(config: dict[str, Any], settings: RunSettings, dist: DistInfo) -> Pat
         log.warning("no validation clips given (data.val_fileslist / val_data_dir): validating on training clips")
         val_clips = train_clips
     train_set = SyncNetDataset(train_clips, seed=seed, samples_per_clip=data.get("samples_per_clip"), **frames_args)
-    val_set = SyncNetDataset(val_clips, seed=seed + 1, **frames_args)
-    val_ids = list(range(dist.rank, int(data.get("num_val_samples", 2048)), dist.world_size))
     sampler = TrainSampler(len(train_set), batch_size, seed, dist, start_step=step * accumulation)
     workers = int(data.get("num_workers", 0))
     loader_args = dict(batch_size=batch_size, num_workers=workers, pin_memory=dist.device.type == "cuda")
-    batches = iter(DataLoader(train_set, sampler=sampler, persistent_workers=workers > 0, **loader_args))
-    metrics = MetricsLog(output_dir, start_step=step)
     max_steps = settings.total_steps(len(train_set), batch_size * accumulation * dist.world_size)
     if dist.is_main:
         log.info("%d training clips, %d validation clips; step %d of %d", len(train_clips), len(val_clips), step, max_steps)
+    return SyncNetTraining(
+        dist=dist, output_dir=output_dir, model=model, ddp_model=wrap_ddp(model, dist), optimizer=optimizer,
+        scaler=scaler, autocast=autocast, objective=objective(run), lr=settings.lr,
+        warmup=max(1, int(opt.get("lr_warmup_steps", 0))), max_grad_norm=float(opt.get("max_grad_norm", 1.0)),
+        accumulation=accumulation,
+        batches=iter(DataLoader(train_set, sampler=sampler, persistent_workers=workers > 0, **loader_args)),
+        val_set=SyncNetDataset(val_clips, seed=seed + 1, **frames_args),
+        val_ids=list(range(dist.rank, int(data.get("num_val_samples", 2048)), dist.world_size)),
+        loader_args=loader_args, metrics=MetricsLog(output_dir, start_step=step), max_steps=max_steps, step=step,
+    )  # fmt: skip
 
-    totals = torch.zeros(3, device=dist.device)  # loss sum, correct, samples since the last log line
-    started, first_step = time.time(), step
-    while step < max_steps:
-        for micro in range(accumulation):
-            batch = next(batches)
-            frames, mel = batch["frames"].to(dist.device), batch["mel"].to(dist.device)
-            labels = batch["label"].to(dist.device)
-            # DDP averages gradients over ranks only on the last micro-batch of a step.
-            last = micro == accumulation - 1 or dist.world_size == 1
-            with ddp_model.no_sync() if not last else contextlib.nullcontext():
-                with autocast():
-                    vision, audio = ddp_model(frames, mel)
-                loss, scores = syncnet_loss(vision, audio, labels)
-                (scaler.scale(loss / accumulation) if scaler else loss / accumulation).backward()
-            totals += _tally(loss.detach(), scores, labels)
-        _optimizer_step(model, optimizer, scaler, float(opt.get("max_grad_norm", 1.0)))
-        step += 1
 
-        if step % settings.log_steps == 0 or step == max_steps:
-            loss_sum, correct, count = all_reduce_sum(totals).tolist()
-            metrics.log(step, train_loss=loss_sum / count, train_acc=correct / count)
-            if dist.is_main:
-                rate = (step - first_step) / max(time.time() - started, 1e-9)
-                log.info("step %d: train loss %.4f, acc %.3f (%.2f steps/s)", step, loss_sum / count, correct / count, rate)
-            totals.zero_()
-        if step % settings.validation_steps == 0 or step == max_steps:
-            val_loss, val_acc = _validate(model, val_set, val_ids, loader_args, autocast, dist)
-            metrics.log(step, val_loss=val_loss, val_acc=val_acc)
-            metrics.plot()
-            if dist.is_main:
-                log.info("step %d: validation loss %.4f, accuracy %.3f", step, val_loss, val_acc)
-        if step % settings.save_ckpt_steps == 0 or step == max_steps:
-            save_checkpoint(output_dir, step, model, optimizer, scaler)
-    return output_dir
+def objective(run: Mapping[str, Any]) -> SyncNetObjective:
+    """The training loss the `run:` section asks for (the published BCE of the cosine unless
+    `contrastive_loss_weight` is set)."""
+    try:
+        weight = float(run.get("contrastive_loss_weight", 0.0))
+        temperature = float(run.get("contrastive_temperature", 0.1))
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"run.contrastive_loss_weight and run.contrastive_temperature must be numbers: {exc}") from exc
+    if weight < 0 or temperature <= 0:
+        raise InputError(f"run.contrastive_loss_weight must be >= 0 and run.contrastive_temperature > 0, got "
+                         f"{weight} and {temperature}", "e.g. 1.0 and 0.1; weight 0 is the published loss")  # fmt: skip
+    return SyncNetObjective(weight, temperature)
+
+
+def train_step(t: SyncNetTraining) -> torch.Tensor:
+    """One optimiser step over `accumulation` micro-batches; returns [loss sum, correct, samples] of its batches."""
+    device, totals = t.dist.device, torch.zeros(3, device=t.dist.device)
+    for group in t.optimizer.param_groups:  # linear warm-up, then constant
+        group["lr"] = t.lr * min(1.0, (t.step + 1) / t.warmup)
+    for micro in range(t.accumulation):
+        batch = next(t.batches)
+        frames, mel, labels = (batch[k].to(device) for k in ("frames", "mel", "label"))
+        # DDP averages gradients over ranks only on the last micro-batch of a step.
+        last = micro == t.accumulation - 1 or t.dist.world_size == 1
+        with t.ddp_model.no_sync() if not last else contextlib.nullcontext():
+            with t.autocast():
+                vision, audio = t.ddp_model(frames, mel)
+            loss, scores = t.objective(vision, audio, labels)
+            (t.scaler.scale(loss / t.accumulation) if t.scaler else loss / t.accumulation).backward()
+        totals += _tally(loss.detach(), scores, labels)
+    if t.scaler is not None:
+        t.scaler.unscale_(t.optimizer)  # clip the true gradients
+    torch.nn.utils.clip_grad_norm_(t.model.parameters(), t.max_grad_norm)
+    if t.scaler is not None:
+        t.scaler.step(t.optimizer)
+        t.scaler.update()
+    else:
+        t.optimizer.step()
+    t.optimizer.zero_grad(set_to_none=True)
+    return totals
 
 
 def _tally(loss: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -165,31 +229,19 @@ def _tally(loss: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> to
     return torch.stack([loss * len(labels), correct.to(loss.dtype), torch.tensor(float(len(labels)), device=loss.device)])
 
 
-def _optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler, max_grad_norm: float) -> None:
-    """Clip the gradient norm and step (through the fp16 scaler when there is one)."""
-    if scaler is not None:
-        scaler.unscale_(optimizer)
-    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-
-
 @torch.no_grad()
-def _validate(model: nn.Module, dataset: SyncNetDataset, ids: list[int], loader_args: dict, autocast, dist: DistInfo):
-    """(loss, accuracy) over the fixed validation samples, each rank scoring its share."""
-    model.eval()
-    totals = torch.zeros(3, device=dist.device)
-    for batch in DataLoader(dataset, sampler=ids, **loader_args):
-        labels = batch["label"].to(dist.device)
-        with autocast():
-            vision, audio = model(batch["frames"].to(dist.device), batch["mel"].to(dist.device))
+def validate(t: SyncNetTraining) -> tuple[float, float]:
+    """(loss, accuracy) over the fixed validation samples, each rank scoring its share; the loss is the published
+    BCE of the cosine whatever the training objective, so that runs compare."""
+    t.model.eval()
+    totals = torch.zeros(3, device=t.dist.device)
+    for batch in DataLoader(t.val_set, sampler=t.val_ids, **t.loader_args):
+        labels = batch["label"].to(t.dist.device)
+        with t.autocast():
+            vision, audio = t.model(batch["frames"].to(t.dist.device), batch["mel"].to(t.dist.device))
         loss, scores = syncnet_loss(vision, audio, labels)
         totals += _tally(loss, scores, labels)
-    model.train()
+    t.model.train()
     loss_sum, correct, count = all_reduce_sum(totals).tolist()
     return loss_sum / max(count, 1), correct / max(count, 1)
 

@@ -26,7 +26,11 @@ section saying where the other models come from (default: the published `checkpo
 Keys this project adds to `run:`: `resume` (continue from the newest checkpoint in the output folder),
 `log_steps` (metrics averaged over this many steps, default 10), `mixed_precision_dtype` (auto | bf16 | fp16),
 `validation` (default true: a video through the inference pipeline at every checkpoint), `zero_optimizer`
-(ZeRO-1 under torchrun: the AdamW state is sharded over the ranks) and `device`.
+(ZeRO-1 under torchrun: the AdamW state is sharded over the ranks), `device` and `validation_steps`. With held-out
+clips (`data.val_fileslist` / `data.val_data_dir`, empty by default) the noise MSE of `data.num_val_samples`
+(default 16) fixed held-out windows is logged every `run.validation_steps` (default 2500) as `val_loss`, next to
+`val_loss_zero_audio` (the same windows with all-zero audio tokens): a U-Net that uses the audio scores lower
+with it.
 
 The run ends at `run.max_train_steps` or after `run.max_train_epochs` passes over the clips, whichever comes
 first (-1 or absent: no limit). Empty data paths (as in the packaged configs, which drop the authors' cluster
@@ -42,9 +46,9 @@ from __future__ import annotations
 
 import logging
 import os
-from importlib import resources
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -66,29 +70,15 @@ from ..models.lpips import VGG16_STAGES, load_lpips
 from ..models.unet import LatentSyncUNet
 from ..models.vae import decode_latents, encode_latents
 from ..models.videomae import VideoMAEConfig, load_videomae
+from ..packaged import DEMO_AUDIO, DEMO_VIDEO, packaged_file
+from ..pipeline.job import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from ..pipeline.mask import load_mouth_mask
-from .common import (
-    DistInfo,
-    MetricsLog,
-    RunSettings,
-    TrainSampler,
-    all_reduce_sum,
-    apply_overrides,
-    autocast_and_scaler,
-    barrier,
-    cache_folder,
-    check_plotting,
-    cleanup_distributed,
-    configured_path,
-    latest_checkpoint,
-    load_training_state,
-    run_settings,
-    save_checkpoint,
-    seed_everything,
-    setup_distributed,
-    unwrap_model,
-    wrap_ddp,
-)
+from .checkpoints import latest_checkpoint, load_training_state, save_checkpoint
+from .distributed import all_reduce_sum, barrier, cleanup_distributed, DistInfo, setup_distributed, unwrap_model, wrap_ddp
+from .metrics import MetricsLog
+from .precision import autocast_and_scaler
+from .sampling import seed_everything, TrainSampler
+from .settings import apply_overrides, cache_folder, check_plotting, configured_path, run_settings, RunSettings
 from .losses import TREPALoss, frame_noise, lpips_loss, predicted_x0, sync_loss
 
 log = logging.getLogger(__name__)
@@ -96,7 +86,6 @@ log = logging.getLogger(__name__)
 LOSS_TERMS = {"recon_loss": "recon_loss_weight", "sync_loss": "sync_loss_weight",
               "lpips_loss": "perceptual_loss_weight", "trepa_loss": "trepa_loss_weight"}  # fmt: skip
 RUN_DEFAULTS = {"seed": 1247, "save_ckpt_steps": 10000}  # the published U-Net values, for configs without them
-DEMO_VIDEO, DEMO_AUDIO = "assets/demo/demo_video.mp4", "assets/demo/demo_speech.flac"  # inside the package
 
 
 def train_unet(config_path: str | os.PathLike | Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Path:
@@ -116,56 +105,195 @@ def train_unet(config_path: str | os.PathLike | Mapping[str, Any], overrides: Ma
 
 
 def _train(cfg: dict[str, Any], settings: RunSettings, dist: DistInfo) -> Path:
+    """Setup, then the loop: one optimiser step per batch, with logging, held-out losses, checkpoints and
+    validation videos at their intervals."""
+    t = setup(cfg, settings, dist)
+    window = torch.zeros(len(LOSS_TERMS) + 2, device=dist.device)  # sums since the last log line: steps, loss, terms
+    for batch in t.loader:
+        if t.step >= t.max_steps:
+            break
+        # ---- one optimiser step ----
+        loss, terms, grad_norm = train_step(t, batch)
+        t.step += 1
+
+        # ---- metrics: averaged over the steps since the last line, and over the ranks ----
+        zero = torch.zeros_like(loss)
+        window += torch.stack([zero + 1, loss, *(terms.get(name, zero) for name in LOSS_TERMS)]).detach()
+        if t.step % settings.log_steps == 0 or t.step == t.max_steps:
+            count, total, *term_sums = all_reduce_sum(window).tolist()
+            values = {"train_loss": total / count} | {k: v / count for k, v in zip(LOSS_TERMS, term_sums) if k in terms}
+            t.metrics.log(t.step, **values, grad_norm=float(grad_norm), lr=t.optimizer.param_groups[0]["lr"])
+            if dist.is_main:
+                log.info("step %d/%d: %s", t.step, t.max_steps, ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+            window.zero_()
+
+        # ---- held-out noise loss, with the clips' audio and with zero audio tokens ----
+        if t.held_out is not None and (t.step % settings.validation_steps == 0 or t.step == t.max_steps):
+            values = t.held_out(t.unet, t.autocast)
+            t.metrics.log(t.step, **values)
+            if dist.is_main:
+                log.info("step %d: %s", t.step, ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+
+        # ---- checkpoint and validation video ----
+        if t.step % settings.save_ckpt_steps == 0 or t.step == t.max_steps:
+            if isinstance(t.optimizer, ZeroRedundancyOptimizer):
+                t.optimizer.consolidate_state_dict(to=0)  # every rank takes part; rank 0 writes the whole state
+            save_checkpoint(t.output_dir, t.step, t.unet, t.optimizer, t.scaler)
+            t.metrics.plot()
+            if t.validate is not None:
+                t.validate(t.unet, t.step, is_main=dist.is_main)
+    return t.output_dir
+
+
+@dataclass
+class Critics:
+    """The frozen stage-2 models whose loss weight is not 0 (None otherwise), and how the SyncNet sees frames."""
+
+    syncnet: torch.nn.Module | None = None
+    lpips: torch.nn.Module | None = None
+    trepa: TREPALoss | None = None
+    sync_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pixel_space(self) -> bool:
+        """Stage 2: some loss needs the decoded clean-latent estimate."""
+        return any(m is not None for m in (self.syncnet, self.lpips, self.trepa))
+
+
+@dataclass
+class Diffusion:
+    """The frozen parts of the noise objective: VAE, scheduler, the mask in latent space and the noise mix."""
+
+    vae: torch.nn.Module
+    scheduler: Any
+    alphas_cumprod: torch.Tensor
+    mask_latent: torch.Tensor  # (1, 1, 1, h, w)
+    noise_alpha: float | None  # None: one frame's noise repeated (mixed noise off)
+
+    def noisy_inputs(self, batch: Mapping[str, torch.Tensor], generator: torch.Generator, device: torch.device):
+        """(U-Net input, noise, noisy latents, timesteps, ground-truth latents) of a batch; noise and timesteps
+        drawn from `generator`."""
+        with torch.no_grad():
+            latents = frames_to_latents(self.vae, batch["frames"].to(device))
+            masked_latents = frames_to_latents(self.vae, batch["masked_frames"].to(device))
+            ref_latents = frames_to_latents(self.vae, batch["ref_frames"].to(device))
+        b, _, f, h, w = latents.shape
+        condition = torch.cat([self.mask_latent.expand(b, 1, f, h, w), masked_latents, ref_latents], dim=1)
+        timesteps = torch.randint(0, len(self.alphas_cumprod), (b,), device=device, generator=generator)
+        noise = frame_noise(latents, self.noise_alpha, generator)
+        noisy = self.scheduler.add_noise(latents, noise, timesteps)
+        return torch.cat([noisy, condition], dim=1), noise, noisy, timesteps
+
+
+@dataclass
+class UNetTraining:
+    """Everything the loop works with, built by `setup`; `step` counts the optimiser steps done."""
+
+    settings: RunSettings
+    dist: DistInfo
+    output_dir: Path
+    unet: LatentSyncUNet
+    model: torch.nn.Module  # the U-Net, under DDP when several processes train
+    trainable: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    autocast: Callable[[], Any]
+    lr: float
+    warmup: int
+    max_grad_norm: float
+    diffusion: Diffusion
+    critics: Critics
+    loss_weights: dict[str, float]
+    loader: DataLoader
+    max_steps: int
+    metrics: MetricsLog
+    validate: Validator | None
+    held_out: HeldOutLoss | None
+    step: int
+
+
+def train_step(t: UNetTraining, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    """One optimiser step on `batch`: (weighted loss, its terms, gradient norm before clipping)."""
+    terms = step_losses(t, batch)
+    loss = sum(t.loss_weights[name] * value for name, value in terms.items())
+    for group in t.optimizer.param_groups:  # linear warm-up, then constant (the published schedule)
+        group["lr"] = t.lr * min(1.0, (t.step + 1) / t.warmup)
+    t.optimizer.zero_grad(set_to_none=True)
+    if t.scaler is not None:
+        t.scaler.scale(loss).backward()
+        t.scaler.unscale_(t.optimizer)  # clip the true gradients
+    else:
+        loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(t.trainable, t.max_grad_norm)
+    if t.scaler is not None:
+        t.scaler.step(t.optimizer)  # skipped when the fp16 gradients overflowed
+        t.scaler.update()
+    else:
+        t.optimizer.step()
+    return loss, terms, grad_norm
+
+
+def step_losses(t: UNetTraining, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The unweighted loss terms of a batch: the noise MSE, and in stage 2 the pixel-space terms."""
+    device, diffusion, critics = t.dist.device, t.diffusion, t.critics
+    # Noise and timesteps depend only on (seed, rank, step): a resumed run draws what an uninterrupted one would.
+    generator = torch.Generator(device).manual_seed(step_seed(t.settings.seed, t.dist.rank, t.step))
+    inputs, noise, noisy, timesteps = diffusion.noisy_inputs(batch, generator, device)
+    with t.autocast():
+        noise_pred = t.model(inputs, timesteps, batch["audio_windows"].to(device))
+    terms = {"recon_loss": F.mse_loss(noise_pred.float(), noise)}
+    if critics.pixel_space:
+        frames = batch["frames"].to(device)
+        clean = predicted_x0(noisy, noise_pred, diffusion.alphas_cumprod[timesteps])
+        decoded = decode_latents(diffusion.vae, rearrange(clean, "b c f h w -> (b f) c h w")).float()
+        decoded = rearrange(decoded, "(b f) c h w -> b f c h w", b=frames.shape[0])
+        if critics.syncnet is not None:
+            terms["sync_loss"] = sync_loss(critics.syncnet, decoded, batch["mel"].to(device), **critics.sync_options)
+        if critics.lpips is not None:
+            terms["lpips_loss"] = lpips_loss(critics.lpips, decoded, frames)
+        if critics.trepa is not None:
+            terms["trepa_loss"] = critics.trepa(decoded, frames)
+    return terms
+
+
+# ---- setup, in the order it runs ----
+
+
+def setup(cfg: dict[str, Any], settings: RunSettings, dist: DistInfo) -> UNetTraining:
+    """Locate every input (fetching missing weights) before building any model, so that mistakes fail in seconds;
+    then the U-Net and its optimiser (resumed when asked), the frozen models and the data."""
     data, ckpt, run, opt = (cfg.get(name) or {} for name in ("data", "ckpt", "run", "optimizer"))
     device, seed = dist.device, settings.seed
-    resolution, num_frames = int(data["resolution"]), int(data.get("num_frames", 16))
-    batch_size = int(data.get("batch_size", 1))
+    resolution = int(data["resolution"])
     output_dir = Path(data["train_output_dir"]).expanduser()
     files = WeightFiles(cfg.get("weights") or {}, resolution)
-    checkpointing = bool(run.get("enable_gradient_checkpointing", False))
-    amp = bool(run.get("mixed_precision_training", False))
-    autocast, scaler = autocast_and_scaler(device, amp, run.get("mixed_precision_dtype", "auto"))
+    autocast, scaler = autocast_and_scaler(
+        device, bool(run.get("mixed_precision_training", False)), run.get("mixed_precision_dtype", "auto")
+    )
     frozen_dtype = getattr(autocast(), "fast_dtype", torch.float32)  # frozen models are stored in the autocast dtype
     loss_weights = stage_loss_weights(run)
 
-    # ---- every input is located (weights fetched) before any model is built: mistakes fail in seconds ----
+    # ---- inputs: weights, clips, cache ----
     resume = latest_checkpoint(output_dir) if run.get("resume", False) else None
     init = (ckpt.get("resume_ckpt_path") or None) if resume is None else None  # "" means random weights
-    wanted = {"vae": None, "whisper": None} | ({"unet": init} if init else {})
-    syncnet_config = None
-    if loss_weights["sync_loss"]:
-        syncnet_config = syncnet_config_for(data)
-        wanted["syncnet"] = (syncnet_config.get("ckpt") or {}).get("inference_ckpt_path")
-    if loss_weights["lpips_loss"]:
-        wanted |= {"vgg16": None, "lpips": None}
-    if loss_weights["trepa_loss"]:
-        wanted["videomae"] = None
-    if not dist.is_main:
-        barrier()  # rank 0 fetches missing weights first; the others then find them on disk
-    paths = files.locate(wanted)
-    if dist.is_main:
-        barrier()
+    syncnet_config = syncnet_config_for(data) if loss_weights["sync_loss"] else None
+    paths = _locate_weights(files, init, syncnet_config, loss_weights, dist)
     clips = read_fileslist(configured_path(data, "train_fileslist"), configured_path(data, "train_data_dir"))
+    val_fileslist, val_data_dir = configured_path(data, "val_fileslist"), configured_path(data, "val_data_dir")
+    val_clips = read_fileslist(val_fileslist, val_data_dir, purpose="validation") if val_fileslist or val_data_dir else None
     cache_dir = cache_folder(data, "audio_embeds_cache_dir", output_dir)
 
-    # ---- the U-Net: resumed from the output folder, or started from the configured weights ----
+    # ---- the U-Net and its optimiser: resumed from the output folder, or started from the configured weights ----
     seed_everything(seed)  # the same initial weights on every rank
     unet = load_unet(cfg["model"], device=device).train()
     if "unet" in paths:
         load_initial_weights(unet, paths["unet"])
     trainable = select_trainable(unet, run.get("trainable_modules"))
+    checkpointing = bool(run.get("enable_gradient_checkpointing", False))
     if checkpointing:
         unet.enable_gradient_checkpointing()
     lr = settings.lr * (dist.world_size if opt.get("scale_lr", False) else 1)
-    warmup = max(1, int(opt.get("lr_warmup_steps", 0)))  # linear warm-up, then constant (the published schedule)
-    if opt.get("lr_scheduler", "constant") not in ("constant", "constant_with_warmup"):
-        raise InputError(f"optimizer.lr_scheduler {opt['lr_scheduler']!r} is not supported",
-                         'use "constant" (with optimizer.lr_warmup_steps for a linear warm-up)')
-    if run.get("zero_optimizer", False) and dist.world_size > 1:
-        # ZeRO-1: each rank keeps the AdamW state of its share of the parameters only (stage 1 trains all 1.27 B).
-        optimizer = ZeroRedundancyOptimizer(trainable, optimizer_class=torch.optim.AdamW, lr=lr)
-    else:
-        optimizer = torch.optim.AdamW(trainable, lr=lr)
+    optimizer = _optimizer(trainable, lr, opt, zero=bool(run.get("zero_optimizer", False)) and dist.world_size > 1)
     step = load_training_state(resume, unet, optimizer, scaler) if resume is not None else 0
     if dist.is_main:
         count = sum(p.numel() for p in trainable) / 1e6, sum(p.numel() for p in unet.parameters()) / 1e6
@@ -180,114 +308,136 @@ def _train(cfg: dict[str, Any], settings: RunSettings, dist: DistInfo) -> Path:
             f"Whisper features are {whisper.width} wide, the U-Net attends to {unet.config.cross_attention_dim}",
             "use the Whisper checkpoint that matches model.cross_attention_dim",
         )
-    syncnet = lpips = trepa = None
-    if "syncnet" in paths:
-        syncnet = load_syncnet(syncnet_config, paths["syncnet"], device=device, dtype=frozen_dtype)
-    if "lpips" in paths:  # kept in float32, as published
-        lpips = load_lpips(paths["vgg16"], paths["lpips"], files.lpips_stages, device=device)
-    if "videomae" in paths:
-        trepa = TREPALoss(load_videomae(paths["videomae"], files.videomae_config, device=device, dtype=frozen_dtype))
+    critics = _critics(paths, files, syncnet_config, device, frozen_dtype)
     if checkpointing:  # the pixel losses back-propagate through these frozen models too
-        for model in (vae, syncnet, trepa.videomae if trepa else None):
+        for model in (vae, critics.syncnet, critics.trepa.videomae if critics.trepa else None):
             if model is not None:
                 model.enable_gradient_checkpointing()
-    pixel_space = any(m is not None for m in (syncnet, lpips, trepa))  # stage 2: decode the clean-latent estimate
-    syncnet_data = (syncnet_config or {}).get("data") or {}
-    sync_options = dict(resolution=syncnet_data.get("resolution"), use_lower_half=syncnet_data.get("lower_half", True))
-    scheduler = load_scheduler()
-    alphas_cumprod = scheduler.alphas_cumprod.to(device)
     mask = load_training_mask(data.get("mask_image_path"), resolution)
     latent_size = (resolution // 8, resolution // 8)
     mask_latent = F.interpolate(torch.from_numpy(mask).to(device)[None, None], size=latent_size, mode="nearest")
+    scheduler = load_scheduler()
     noise_alpha = float(run.get("mixed_noise_alpha", 1.0)) if run.get("use_mixed_noise", True) else None
+    diffusion = Diffusion(vae, scheduler, scheduler.alphas_cumprod.to(device), mask_latent[:, :, None], noise_alpha)
 
-    # ---- data: an endless, resumable sample order ----
-    dataset = UNetDataset(clips, whisper, resolution, num_frames, mask=mask, cache_dir=cache_dir, seed=seed)
-    sampler = TrainSampler(len(dataset), batch_size, seed, dist, start_step=step)
-    workers = int(data.get("num_workers", 0))
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                        pin_memory=device.type == "cuda", persistent_workers=workers > 0)
-    max_steps = settings.total_steps(len(dataset), batch_size * dist.world_size)
+    # ---- data: an endless, resumable sample order; held-out windows for the validation loss ----
+    loader, held_out = _data(data, clips, val_clips, whisper, mask, cache_dir, diffusion, seed, step, dist)
     if dist.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(output_dir / "config.yaml") as tmp:
             tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    metrics = MetricsLog(output_dir, start_step=step)
-    validate = None
-    if run.get("validation", True):
-        validate = Validator(cfg, seed, files, vae, whisper, mask, output_dir, autocast)
-    model = wrap_ddp(unet, dist)
-    window = torch.zeros(len(LOSS_TERMS) + 2, device=device)  # sums since the last log line: steps, loss, terms
-
-    # ---- the loop ----
-    for batch in loader:
-        if step >= max_steps:
-            break
-        frames = batch["frames"].to(device)  # (B, F, 3, R, R) in [-1, 1]
-        with torch.no_grad():
-            latents = frames_to_latents(vae, frames)
-            masked_latents = frames_to_latents(vae, batch["masked_frames"].to(device))
-            ref_latents = frames_to_latents(vae, batch["ref_frames"].to(device))
-        b, _, f, h, w = latents.shape
-        condition = torch.cat([mask_latent.expand(b, 1, f, h, w), masked_latents, ref_latents], dim=1)
-
-        # Noise and timesteps depend only on (seed, rank, step): a resumed run draws what an uninterrupted one would.
-        generator = torch.Generator(device).manual_seed(step_seed(seed, dist.rank, step))
-        timesteps = torch.randint(0, len(alphas_cumprod), (b,), device=device, generator=generator)
-        noise = frame_noise(latents, noise_alpha, generator)
-        noisy = scheduler.add_noise(latents, noise, timesteps)
-        with autocast():
-            noise_pred = model(torch.cat([noisy, condition], dim=1), timesteps, batch["audio_windows"].to(device))
-
-        terms = {"recon_loss": F.mse_loss(noise_pred.float(), noise)}
-        if pixel_space:
-            clean = predicted_x0(noisy, noise_pred, alphas_cumprod[timesteps])
-            decoded = decode_latents(vae, rearrange(clean, "b c f h w -> (b f) c h w")).float()
-            decoded = rearrange(decoded, "(b f) c h w -> b f c h w", b=b)
-            if syncnet is not None:
-                terms["sync_loss"] = sync_loss(syncnet, decoded, batch["mel"].to(device), **sync_options)
-            if lpips is not None:
-                terms["lpips_loss"] = lpips_loss(lpips, decoded, frames)
-            if trepa is not None:
-                terms["trepa_loss"] = trepa(decoded, frames)
-        loss = sum(loss_weights[name] * value for name, value in terms.items())
-
-        for group in optimizer.param_groups:
-            group["lr"] = lr * min(1.0, (step + 1) / warmup)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)  # clip the true gradients
-        else:
-            loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, float(opt.get("max_grad_norm", 1.0)))
-        if scaler is not None:
-            scaler.step(optimizer)  # skipped when the fp16 gradients overflowed
-            scaler.update()
-        else:
-            optimizer.step()
-        step += 1
-
-        zero = torch.zeros_like(loss)
-        window += torch.stack([zero + 1, loss, *(terms.get(t, zero) for t in LOSS_TERMS)]).detach()
-        if step % settings.log_steps == 0 or step == max_steps:
-            count, total, *term_sums = all_reduce_sum(window).tolist()
-            values = {"train_loss": total / count} | {t: v / count for t, v in zip(LOSS_TERMS, term_sums) if t in terms}
-            metrics.log(step, **values, grad_norm=float(grad_norm), lr=optimizer.param_groups[0]["lr"])
-            if dist.is_main:
-                log.info("step %d/%d: %s", step, max_steps, ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
-            window.zero_()
-        if step % settings.save_ckpt_steps == 0 or step == max_steps:
-            if isinstance(optimizer, ZeroRedundancyOptimizer):
-                optimizer.consolidate_state_dict(to=0)  # every rank takes part; rank 0 writes the whole state
-            save_checkpoint(output_dir, step, unet, optimizer, scaler)
-            metrics.plot()
-            if validate is not None:
-                validate(unet, step, is_main=dist.is_main)
-    return output_dir
+    validate = Validator(cfg, seed, files, vae, whisper, mask, output_dir, autocast) if run.get("validation", True) else None
+    return UNetTraining(
+        settings=settings, dist=dist, output_dir=output_dir, unet=unet, model=wrap_ddp(unet, dist),
+        trainable=trainable, optimizer=optimizer, scaler=scaler, autocast=autocast, lr=lr,
+        warmup=max(1, int(opt.get("lr_warmup_steps", 0))), max_grad_norm=float(opt.get("max_grad_norm", 1.0)),
+        diffusion=diffusion, critics=critics, loss_weights=loss_weights, loader=loader,
+        max_steps=settings.total_steps(len(clips), int(data.get("batch_size", 1)) * dist.world_size),
+        metrics=MetricsLog(output_dir, start_step=step), validate=validate, held_out=held_out, step=step,
+    )  # fmt: skip
 
 
-# ---- helpers, in the order the loop uses them ----
+def _data(
+    data: Mapping[str, Any], clips: list[Path], val_clips: list[Path] | None, whisper: WhisperFeatures,
+    mask: np.ndarray, cache_dir: Path, diffusion: Diffusion, seed: int, step: int, dist: DistInfo,
+) -> tuple[DataLoader, HeldOutLoss | None]:
+    """The training batches from `step` on, and the held-out loss when there are held-out clips."""
+    resolution, num_frames = int(data["resolution"]), int(data.get("num_frames", 16))
+    batch_size = int(data.get("batch_size", 1))
+    items = dict(mask=mask, cache_dir=cache_dir, frames_in_memory=bool(data.get("frames_in_memory", False)))
+    dataset = UNetDataset(clips, whisper, resolution, num_frames, seed=seed, **items)
+    sampler = TrainSampler(len(dataset), batch_size, seed, dist, start_step=step)
+    workers = int(data.get("num_workers", 0))
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                        pin_memory=dist.device.type == "cuda", persistent_workers=workers > 0)  # fmt: skip
+    if val_clips is None:
+        return loader, None
+    val_set = UNetDataset(val_clips, whisper, resolution, num_frames, seed=seed + 1, **items)
+    return loader, HeldOutLoss(val_set, int(data.get("num_val_samples", 16)), batch_size, diffusion, seed, dist)
+
+
+def _locate_weights(
+    files: WeightFiles, init: str | None, syncnet_config: Mapping[str, Any] | None, loss_weights: Mapping[str, float],
+    dist: DistInfo,
+) -> dict[str, Path]:
+    """Paths of every model the run needs; rank 0 fetches missing weights first, the others then find them."""
+    wanted = {"vae": None, "whisper": None} | ({"unet": init} if init else {})
+    if syncnet_config is not None:
+        wanted["syncnet"] = (syncnet_config.get("ckpt") or {}).get("inference_ckpt_path")
+    if loss_weights["lpips_loss"]:
+        wanted |= {"vgg16": None, "lpips": None}
+    if loss_weights["trepa_loss"]:
+        wanted["videomae"] = None
+    if not dist.is_main:
+        barrier()
+    paths = files.locate(wanted)
+    if dist.is_main:
+        barrier()
+    return paths
+
+
+def _optimizer(trainable: list[torch.nn.Parameter], lr: float, opt: Mapping[str, Any], zero: bool) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters; with `zero` (ZeRO-1 under torchrun) each rank keeps the AdamW state
+    of its share of the parameters only (stage 1 trains all 1.27 B)."""
+    if opt.get("lr_scheduler", "constant") not in ("constant", "constant_with_warmup"):
+        raise InputError(f"optimizer.lr_scheduler {opt['lr_scheduler']!r} is not supported",
+                         'use "constant" (with optimizer.lr_warmup_steps for a linear warm-up)')  # fmt: skip
+    if zero:
+        return ZeroRedundancyOptimizer(trainable, optimizer_class=torch.optim.AdamW, lr=lr)
+    return torch.optim.AdamW(trainable, lr=lr)
+
+
+def _critics(
+    paths: Mapping[str, Path], files: WeightFiles, syncnet_config: Mapping[str, Any] | None, device: torch.device,
+    dtype: torch.dtype,
+) -> Critics:
+    """The stage-2 frozen models that were located (LPIPS stays in float32, as published)."""
+    critics = Critics()
+    if "syncnet" in paths:
+        critics.syncnet = load_syncnet(syncnet_config, paths["syncnet"], device=device, dtype=dtype)
+        syncnet_data = syncnet_config.get("data") or {}
+        critics.sync_options = dict(resolution=syncnet_data.get("resolution"),
+                                    use_lower_half=syncnet_data.get("lower_half", True))  # fmt: skip
+    if "lpips" in paths:
+        critics.lpips = load_lpips(paths["vgg16"], paths["lpips"], files.lpips_stages, device=device)
+    if "videomae" in paths:
+        critics.trepa = TREPALoss(load_videomae(paths["videomae"], files.videomae_config, device=device, dtype=dtype))
+    return critics
+
+
+class HeldOutLoss:
+    """The noise MSE on fixed held-out windows (`data.val_fileslist` / `val_data_dir`), with the windows' own audio
+    ("val_loss") and with all-zero audio tokens ("val_loss_zero_audio", the unconditional input of guidance).
+
+    Windows, noise and timesteps are the same at every evaluation, so the values compare across steps; a U-Net
+    that uses the audio scores lower with it than without it. Each rank scores its share of the windows.
+    """
+
+    def __init__(self, dataset: UNetDataset, count: int, batch_size: int, diffusion: Diffusion, seed: int, dist: DistInfo):
+        self.dataset, self.diffusion, self.seed, self.dist = dataset, diffusion, seed, dist
+        self.ids = list(range(dist.rank, count, dist.world_size))
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def __call__(self, unet: LatentSyncUNet, autocast: Callable[[], Any]) -> dict[str, float]:
+        device = self.dist.device
+        unet.eval()
+        totals = torch.zeros(3, device=device)  # squared-error sums with audio, without, and the sample count
+        for index, batch in enumerate(DataLoader(self.dataset, self.batch_size, sampler=self.ids)):
+            generator = torch.Generator(device).manual_seed(step_seed(self.seed + 1, self.dist.rank, index))
+            inputs, noise, _, timesteps = self.diffusion.noisy_inputs(batch, generator, device)
+            audio = batch["audio_windows"].to(device)
+            for slot, tokens in enumerate((audio, torch.zeros_like(audio))):
+                with autocast():
+                    prediction = unet(inputs, timesteps, tokens).float()
+                totals[slot] += ((prediction - noise) ** 2).mean(dim=(1, 2, 3, 4)).sum()
+            totals[2] += len(noise)
+        unet.train()
+        with_audio, zero_audio, count = all_reduce_sum(totals).tolist()
+        return {"val_loss": with_audio / max(count, 1), "val_loss_zero_audio": zero_audio / max(count, 1)}
+
+
+# ---- helpers ----
 
 
 def stage_loss_weights(run: Mapping[str, Any]) -> dict[str, float]:
@@ -401,7 +551,7 @@ def packaged_or_path(path: str | os.PathLike) -> Path | None:
     `configs/...` relative to the repository), else None."""
     if Path(path).expanduser().exists():
         return Path(path).expanduser()
-    inside = Path(str(resources.files("latentsync").joinpath(str(path))))
+    inside = packaged_file(path)
     return inside if inside.exists() else None
 
 
@@ -446,7 +596,7 @@ class Validator:
         self.audio = self._clip(data.get("val_audio_path"), DEMO_AUDIO)
         self.files, self.vae, self.whisper, self.mask, self.autocast = files, vae, whisper, mask, autocast
         self.resolution = int(data["resolution"])
-        self.steps, self.guidance = int(run.get("inference_steps", 20)), float(run.get("guidance_scale", 1.5))
+        self.steps, self.guidance = int(run.get("inference_steps", DEFAULT_STEPS)), float(run.get("guidance_scale", DEFAULT_GUIDANCE))
         self.seed = seed
         self.folder = output_dir / "val_videos"
         self.detector = None  # built at the first validation

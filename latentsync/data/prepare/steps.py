@@ -135,6 +135,8 @@ def _work(ctx: Context, *parts: str) -> Path:
 def read_step(ctx: Context, task: Task) -> dict:
     path = _source(ctx, task)
     info = probe_video(path)
+    if info.truncated:
+        raise Rejected("truncated", f"only {info.num_frames} of the {info.listed_frames} frames its index lists decode")
     if not info.has_audio:
         raise Rejected("no audio", "training needs the speaker's own speech")
     digest = hashlib.sha256()
