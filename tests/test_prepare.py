@@ -271,14 +271,14 @@ def test_failures_are_recorded_and_retried_and_truncated_files_rejected(prepared
     def crash(ctx, task):
         raise RuntimeError("out of disk")
 
-    monkeypatch.setitem(steps.STEP_FUNCTIONS, "shots", crash)  # the forked workers inherit it
-    failed = prepare_dataset(raw, tmp_path / "out", SETTINGS, workers=1, progress=False)
+    monkeypatch.setitem(steps.STEP_FUNCTIONS, "shots", crash)  # steps run in this process: they see the change
+    failed = prepare_dataset(raw, tmp_path / "out", SETTINGS, engine="inline", progress=False)
     states = {v: (state, step, reason) for v, state, step, reason in table(tmp_path / "out", "videos", "video, state, step, reason")}
     assert states["talk.mp4"] == ("error", "shots", "error") and failed.clips == []
     assert failed.steps["shots"]["rejected"] == {"error": 1}
     assert states["truncated.mp4"] == ("rejected", "read", "truncated")  # found at once: its frames stop early
     monkeypatch.undo()
-    fixed = prepare_dataset(raw, tmp_path / "out", SETTINGS, workers=1, progress=False)
+    fixed = prepare_dataset(raw, tmp_path / "out", SETTINGS, engine="inline", progress=False)
     assert fixed.computed["shots"] == 1  # failures are retried; finished steps are not
     assert "read" not in fixed.computed and "resample" not in fixed.computed
     states = {v: (state, step, reason) for v, state, step, reason in table(tmp_path / "out", "videos", "video, state, step, reason")}

@@ -15,7 +15,7 @@ _EXPORTS = {
     "load_syncnet_v2": ".syncnet_v2",
     "load_s3fd": ".s3fd",
     "load_hyperiqa": ".hyperiqa",
-    "mfcc": ".mfcc",
+    "mfcc": ".mfcc_features",  # not ".mfcc": a submodule of that name would shadow the function
     "sync_confidence": ".sync",
     "score_video": ".crops",
     "evaluate": ".api",
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .api import evaluate
     from .crops import FaceTrack, TrackSync, VideoSync, score_video
     from .hyperiqa import load_hyperiqa
-    from .mfcc import mfcc
+    from .mfcc_features import mfcc
     from .s3fd import load_s3fd
     from .sync import CombinedSync, SyncResult, sync_confidence
     from .syncnet_v2 import load_syncnet_v2

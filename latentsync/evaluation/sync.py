@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from .mfcc import mfcc
+from .mfcc_features import mfcc
 from .syncnet_v2 import CROP_SIZE, LIP_FRAMES, MFCC_STEPS, SyncNetV2
 
 FPS = 25

@@ -15,7 +15,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import replace
 
 from ...errors import InputError
-from .steps import Context, Task, run_task
+from .steps import Context, Task, run_task, run_worker_task
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,13 @@ class LocalEngine:
 
     def __init__(self, workers: int, model_device: str | None = None):
         self.workers = workers
-        # fork starts workers at once (the parent holds no threads or CUDA state yet); spawn elsewhere.
-        method = "fork" if sys.platform.startswith("linux") else "spawn"
-        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+        # Workers fork from a clean server process, never from this one: a caller that already ran a face detector,
+        # CUDA or thread pools would hand their state to forked children (MediaPipe then aborts). Spawn elsewhere.
+        method = "forkserver" if sys.platform.startswith("linux") else "spawn"
+        context = multiprocessing.get_context(method)
+        if method == "forkserver":
+            context.set_forkserver_preload([__name__.rsplit(".", 1)[0] + ".steps"])  # imported once, then forked
+        self.pool = ProcessPoolExecutor(workers, mp_context=context)
         self.model_device = model_device or ("cuda" if _cuda_available() else "cpu")
         self.model_pool = (
             ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
@@ -48,13 +52,35 @@ class LocalEngine:
 
     def submit(self, ctx: Context, task: Task, model: bool) -> Future:
         if model and self.model_pool is not None:
-            return self.model_pool.submit(run_task, replace(ctx, model_device=self.model_device), task)
-        return self.pool.submit(run_task, ctx, task)
+            return self.model_pool.submit(run_worker_task, replace(ctx, model_device=self.model_device), task)
+        return self.pool.submit(run_worker_task, ctx, task)
 
     def close(self, cancel: bool = False) -> None:
         for pool in (self.pool, self.model_pool):
             if pool is not None:
                 pool.shutdown(wait=not cancel, cancel_futures=cancel)
+
+
+class InlineEngine:
+    """Every step in this process, one after another: for debugging (breakpoints work) and for tests that replace a
+    step."""
+
+    name = "inline"
+    workers = 1
+
+    def __init__(self, model_device: str | None = None):
+        self.model_device = model_device or ("cuda" if _cuda_available() else "cpu")
+
+    def slots(self, model: bool) -> int:
+        return 1
+
+    def submit(self, ctx: Context, task: Task, model: bool) -> Future:
+        future: Future = Future()
+        future.set_result(run_task(replace(ctx, model_device=self.model_device) if model else ctx, task))  # never raises
+        return future
+
+    def close(self, cancel: bool = False) -> None:
+        pass
 
 
 class RayEngine:
@@ -81,8 +107,8 @@ class RayEngine:
         resources = ray.cluster_resources()
         self.workers = int(resources.get("CPU", workers))
         self.gpus = int(resources.get("GPU", 0))
-        self.cpu_task = ray.remote(num_cpus=1, max_retries=1)(run_task)
-        self.model_task = ray.remote(num_cpus=1, num_gpus=1 if self.gpus else 0, max_retries=1)(run_task)
+        self.cpu_task = ray.remote(num_cpus=1, max_retries=1)(run_worker_task)
+        self.model_task = ray.remote(num_cpus=1, num_gpus=1 if self.gpus else 0, max_retries=1)(run_worker_task)
         log.info("ray: %d CPUs, %d GPUs", self.workers, self.gpus)
 
     def slots(self, model: bool) -> int:
@@ -98,9 +124,11 @@ class RayEngine:
             self.ray.shutdown()
 
 
-ENGINES = ("local", "ray")
+ENGINES = ("local", "ray", "inline")  # the command line offers local and ray
 
 
-def create_engine(name: str, workers: int, ray_address: str | None = None) -> LocalEngine | RayEngine:
+def create_engine(name: str, workers: int, ray_address: str | None = None) -> LocalEngine | RayEngine | InlineEngine:
     """The engine called `name` (one of ENGINES)."""
+    if name == "inline":
+        return InlineEngine()
     return LocalEngine(workers) if name == "local" else RayEngine(workers, ray_address)

@@ -95,7 +95,6 @@ def clip_stem(video: str, start: int, end: int) -> str:
 
 def run_task(ctx: Context, task: Task) -> Outcome:
     """Run one step of one item; never raises."""
-    _one_thread()
     started, cpu = time.perf_counter(), time.process_time()
     outcome = _outcome(ctx, task)
     return replace(outcome, seconds=time.perf_counter() - started, cpu_seconds=time.process_time() - cpu)
@@ -115,8 +114,13 @@ def _outcome(ctx: Context, task: Task) -> Outcome:
         return Outcome("error", None, "error", f"{type(exc).__name__}: {exc}")
 
 
+def run_worker_task(ctx: Context, task: Task) -> Outcome:
+    """`run_task` in a worker process (pool or Ray): workers run side by side, one thread each."""
+    _one_thread()
+    return run_task(ctx, task)
+
+
 def _one_thread() -> None:
-    """Workers run side by side: one thread each."""
     import torch
 
     if torch.get_num_threads() != 1:
