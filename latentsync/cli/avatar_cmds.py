@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import InputError
-from .infer import add_face_options, add_model_options, face_selection, resolve_device
+from .infer import add_face_options, add_model_options, face_selection, load_pipeline
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,18 +21,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_avatar(args: argparse.Namespace) -> None:
     from ..media import probe_video
-    from ..pipeline import LipSyncPipeline
     from ..pipeline.avatar import make_avatar
 
     probe_video(args.video)  # a bad input fails before any weights load
     if args.output == args.video:
         raise InputError(f"the avatar would overwrite its video {args.video}", "choose another --output")
     selection = face_selection(args)
-    device, dtype = resolve_device(args.device, args.dtype)
-    pipe = LipSyncPipeline.from_pretrained(
-        args.version, checkpoint_dir=args.checkpoint_dir, offline=args.offline, device=device, dtype=dtype,
-        unet_config=args.unet_config, unet_checkpoint=args.unet_checkpoint, vae=args.vae, whisper=args.whisper,
-        resolution=args.resolution, face_backend=args.face_backend,
-    )
+    pipe = load_pipeline(args)
     path = make_avatar(pipe, args.video, args.output, selection=selection, track=args.track, progress=not args.quiet)
     print(f"wrote {path}")

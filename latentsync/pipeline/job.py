@@ -93,8 +93,8 @@ class RunOptions:
         if self.track is not None and not isinstance(self.track, (str, os.PathLike, FaceTrack)):
             raise InputError(f"a face track is a file path or a FaceTrack, got {type(self.track).__name__}",
                              "give the .json or .npz file saved with save_track")
-        for name, value, hint in (("step reuse", self.step_reuse, "1 is exact sampling; 2-3 is about 2x faster"),
-                                  ("VAE slice", self.vae_slice, "frames decoded at once; 1-4 fits 512 px in 8 GB"),
+        for name, value, hint in (("step reuse", self.step_reuse, "1 is exact sampling; 3 computes the deep U-Net features every third step"),
+                                  ("VAE slice", self.vae_slice, "frames the VAE decodes at once (fewer: less GPU memory)"),
                                   ("number of chunks per U-Net call", self.batch_chunks, "1 (default) to 4")):
             if not _whole(value) or value < 1:
                 raise InputError(f"the {name} must be a whole number of at least 1, got {value!r}", hint)
