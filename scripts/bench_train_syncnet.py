@@ -38,6 +38,12 @@ SETTINGS = {
     "warmup": {"optimizer.lr_warmup_steps": 50},
     "contrastive": {"run.contrastive_loss_weight": 1.0},
     "contrastive+warmup": {"run.contrastive_loss_weight": 1.0, "optimizer.lr_warmup_steps": 50},
+    "same-clip+warmup": {"run.contrastive_loss_weight": 1.0, "run.contrastive_same_clip_negatives": True,
+                         "optimizer.lr_warmup_steps": 50},
+    "scaled+contrastive+warmup": {"run.sync_logit_scale": 10.0, "run.contrastive_loss_weight": 1.0,
+                                  "optimizer.lr_warmup_steps": 50},
+    "scaled+same-clip+warmup": {"run.sync_logit_scale": 10.0, "run.contrastive_loss_weight": 1.0,
+                                "run.contrastive_same_clip_negatives": True, "optimizer.lr_warmup_steps": 50},
 }
 
 

@@ -162,7 +162,9 @@ def setup(config: dict[str, Any], settings: RunSettings, dist: DistInfo) -> Sync
     else:
         log.warning("no validation clips given (data.val_fileslist / val_data_dir): validating on training clips")
         val_clips = train_clips
-    train_set = SyncNetDataset(train_clips, seed=seed, samples_per_clip=data.get("samples_per_clip"), **frames_args)
+    loss = objective(run)
+    train_set = SyncNetDataset(train_clips, seed=seed, samples_per_clip=data.get("samples_per_clip"),
+                               other_mel=loss.same_clip_negatives, **frames_args)  # fmt: skip
     sampler = TrainSampler(len(train_set), batch_size, seed, dist, start_step=step * accumulation)
     workers = int(data.get("num_workers", 0))
     loader_args = dict(batch_size=batch_size, num_workers=workers, pin_memory=dist.device.type == "cuda")
@@ -171,7 +173,7 @@ def setup(config: dict[str, Any], settings: RunSettings, dist: DistInfo) -> Sync
         log.info("%d training clips, %d validation clips; step %d of %d", len(train_clips), len(val_clips), step, max_steps)
     return SyncNetTraining(
         dist=dist, output_dir=output_dir, model=model, ddp_model=wrap_ddp(model, dist), optimizer=optimizer,
-        scaler=scaler, autocast=autocast, objective=objective(run), lr=settings.lr,
+        scaler=scaler, autocast=autocast, objective=loss, lr=settings.lr,
         warmup=max(1, int(opt.get("lr_warmup_steps", 0))), max_grad_norm=float(opt.get("max_grad_norm", 1.0)),
         accumulation=accumulation,
         batches=iter(DataLoader(train_set, sampler=sampler, persistent_workers=workers > 0, **loader_args)),
@@ -183,16 +185,24 @@ def setup(config: dict[str, Any], settings: RunSettings, dist: DistInfo) -> Sync
 
 def objective(run: Mapping[str, Any]) -> SyncNetObjective:
     """The training loss the `run:` section asks for (the published BCE of the cosine unless
-    `contrastive_loss_weight` is set)."""
+    `contrastive_loss_weight` or `sync_logit_scale` is set)."""
     try:
         weight = float(run.get("contrastive_loss_weight", 0.0))
         temperature = float(run.get("contrastive_temperature", 0.1))
+        same_clip = run.get("contrastive_same_clip_negatives", False)
+        logit_scale = float(run.get("sync_logit_scale", 0.0))
     except (TypeError, ValueError) as exc:
-        raise InputError(f"run.contrastive_loss_weight and run.contrastive_temperature must be numbers: {exc}") from exc
-    if weight < 0 or temperature <= 0:
-        raise InputError(f"run.contrastive_loss_weight must be >= 0 and run.contrastive_temperature > 0, got "
-                         f"{weight} and {temperature}", "e.g. 1.0 and 0.1; weight 0 is the published loss")  # fmt: skip
-    return SyncNetObjective(weight, temperature)
+        raise InputError(f"run.contrastive_loss_weight, contrastive_temperature and sync_logit_scale must be numbers: {exc}",
+                         "e.g. --set run.contrastive_loss_weight=1") from exc
+    if weight < 0 or temperature <= 0 or logit_scale < 0:
+        raise InputError(f"run.contrastive_loss_weight and run.sync_logit_scale must be >= 0 and "
+                         f"run.contrastive_temperature > 0, got {weight}, {logit_scale} and {temperature}",
+                         "e.g. 1.0, 10 and 0.1; 0 and 0 are the published loss")  # fmt: skip
+    if not isinstance(same_clip, bool) or (same_clip and not weight):
+        raise InputError(f"run.contrastive_same_clip_negatives must be true or false and needs "
+                         f"run.contrastive_loss_weight > 0, got {same_clip!r} with weight {weight}",
+                         "set run.contrastive_loss_weight=1 with it, or leave it false")  # fmt: skip
+    return SyncNetObjective(weight, temperature, same_clip, logit_scale)
 
 
 def train_step(t: SyncNetTraining) -> torch.Tensor:
@@ -203,12 +213,15 @@ def train_step(t: SyncNetTraining) -> torch.Tensor:
     for micro in range(t.accumulation):
         batch = next(t.batches)
         frames, mel, labels = (batch[k].to(device) for k in ("frames", "mel", "label"))
+        if "other_mel" in batch:  # same-clip negatives: one audio pass over both windows of every item
+            mel = torch.cat([mel, batch["other_mel"].to(device)])
         # DDP averages gradients over ranks only on the last micro-batch of a step.
         last = micro == t.accumulation - 1 or t.dist.world_size == 1
         with t.ddp_model.no_sync() if not last else contextlib.nullcontext():
             with t.autocast():
                 vision, audio = t.ddp_model(frames, mel)
-            loss, scores = t.objective(vision, audio, labels)
+            audio, other_audio = audio[: len(labels)], (audio[len(labels) :] if len(audio) > len(labels) else None)
+            loss, scores = t.objective(vision, audio, labels, other_audio)
             (t.scaler.scale(loss / t.accumulation) if t.scaler else loss / t.accumulation).backward()
         totals += _tally(loss.detach(), scores, labels)
     if t.scaler is not None:
