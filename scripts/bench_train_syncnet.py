@@ -44,6 +44,12 @@ SETTINGS = {
                                   "optimizer.lr_warmup_steps": 50},
     "scaled+same-clip+warmup": {"run.sync_logit_scale": 10.0, "run.contrastive_loss_weight": 1.0,
                                 "run.contrastive_same_clip_negatives": True, "optimizer.lr_warmup_steps": 50},
+    "scaled+warmup": {"run.sync_logit_scale": 10.0, "optimizer.lr_warmup_steps": 50},
+    "scaled+same-clip+warmup+cosine": {"run.sync_logit_scale": 10.0, "run.contrastive_loss_weight": 1.0,
+                                       "run.contrastive_same_clip_negatives": True, "optimizer.lr_warmup_steps": 50,
+                                       "optimizer.lr_schedule": "cosine"},
+    "scaled+contrastive+warmup+cosine": {"run.sync_logit_scale": 10.0, "run.contrastive_loss_weight": 1.0,
+                                         "optimizer.lr_warmup_steps": 50, "optimizer.lr_schedule": "cosine"},
 }
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -115,6 +116,7 @@ class SyncNetTraining:
     objective: SyncNetObjective
     lr: float
     warmup: int  # linear warm-up over this many steps (1: none, as published)
+    cosine_decay: bool  # after the warm-up, lr follows a half cosine down to 0 at max_steps (False: constant)
     max_grad_norm: float
     accumulation: int  # micro-batches per optimiser step
     batches: Iterator[dict[str, Any]]
@@ -174,7 +176,8 @@ def setup(config: dict[str, Any], settings: RunSettings, dist: DistInfo) -> Sync
     return SyncNetTraining(
         dist=dist, output_dir=output_dir, model=model, ddp_model=wrap_ddp(model, dist), optimizer=optimizer,
         scaler=scaler, autocast=autocast, objective=loss, lr=settings.lr,
-        warmup=max(1, int(opt.get("lr_warmup_steps", 0))), max_grad_norm=float(opt.get("max_grad_norm", 1.0)),
+        warmup=max(1, int(opt.get("lr_warmup_steps", 0))), cosine_decay=_lr_schedule(opt) == "cosine",
+        max_grad_norm=float(opt.get("max_grad_norm", 1.0)),
         accumulation=accumulation,
         batches=iter(DataLoader(train_set, sampler=sampler, persistent_workers=workers > 0, **loader_args)),
         val_set=SyncNetDataset(val_clips, seed=seed + 1, **frames_args),
@@ -205,11 +208,30 @@ def objective(run: Mapping[str, Any]) -> SyncNetObjective:
     return SyncNetObjective(weight, temperature, same_clip, logit_scale)
 
 
+def _lr_schedule(opt: Mapping[str, Any]) -> str:
+    schedule = opt.get("lr_schedule", "constant")
+    if schedule not in ("constant", "cosine"):
+        raise InputError(f"optimizer.lr_schedule must be constant or cosine, got {schedule!r}",
+                         "leave it out for the published constant rate")  # fmt: skip
+    return schedule
+
+
+def learning_rate_factor(step: int, warmup: int, max_steps: int, cosine_decay: bool) -> float:
+    """The share of the configured lr at optimiser step `step` (0-based): linear warm-up over `warmup` steps,
+    then constant, or a half cosine from 1 down to 0 at `max_steps`."""
+    if step + 1 < warmup:
+        return (step + 1) / warmup
+    if not cosine_decay:
+        return 1.0
+    done = (step + 1 - warmup) / (max_steps - warmup + 1)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
+
+
 def train_step(t: SyncNetTraining) -> torch.Tensor:
     """One optimiser step over `accumulation` micro-batches; returns [loss sum, correct, samples] of its batches."""
     device, totals = t.dist.device, torch.zeros(3, device=t.dist.device)
-    for group in t.optimizer.param_groups:  # linear warm-up, then constant
-        group["lr"] = t.lr * min(1.0, (t.step + 1) / t.warmup)
+    for group in t.optimizer.param_groups:
+        group["lr"] = t.lr * learning_rate_factor(t.step, t.warmup, t.max_steps, t.cosine_decay)
     for micro in range(t.accumulation):
         batch = next(t.batches)
         frames, mel, labels = (batch[k].to(device) for k in ("frames", "mel", "label"))
