@@ -35,7 +35,7 @@ from latentsync.training.metrics import MetricsLog
 from latentsync.training.precision import autocast_and_scaler
 from latentsync.training.sampling import TrainSampler
 from latentsync.training.settings import apply_overrides, cache_folder, configured_path, run_settings
-from latentsync.training.syncnet import objective as train_syncnet_objective, train_syncnet
+from latentsync.training.syncnet import learning_rate_factor, objective as train_syncnet_objective, train_syncnet
 
 torch.set_num_threads(1)
 SYNTHETIC_STEPS = 200
@@ -373,6 +373,16 @@ def test_same_clip_negatives_join_the_frames_candidates():
     objective = SyncNetObjective(1.0, 0.5, same_clip_negatives=True)
     loss, _ = objective(vision, audio, labels, other)
     assert math.isclose(loss.item(), syncnet_loss(vision, audio, labels)[0].item() + expected, rel_tol=1e-6)
+
+
+def test_learning_rate_schedule():
+    # 50 warm-up steps of 300: 1/50 .. 1 linearly, then constant or a half cosine that ends just above 0.
+    assert [learning_rate_factor(s, 50, 300, False) for s in (0, 48, 49, 299)] == [0.02, 0.98, 1.0, 1.0]
+    cosine = [learning_rate_factor(s, 50, 300, True) for s in (0, 49, 174, 299)]
+    assert cosine[:2] == [0.02, 1.0] and math.isclose(cosine[2], 0.5, abs_tol=0.01) and 0 < cosine[3] < 1e-3
+    assert learning_rate_factor(0, 1, 10, False) == 1.0  # no warm-up: the published constant rate
+    with pytest.raises(InputError, match="lr_schedule"):
+        train_syncnet(small_config("unused.txt", Path("unused"), **{}) | {"optimizer": {"lr": 1e-3, "lr_schedule": "step"}})
 
 
 def test_scaled_logit_loss_reference_values():

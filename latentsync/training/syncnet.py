@@ -286,6 +286,8 @@ def _check_config(config: Mapping[str, Any]) -> None:
     for section in ("model", "data", "optimizer", "run"):
         if not isinstance(config.get(section), Mapping):
             raise InputError(f"the config lacks its `{section}:` section", "start from configs/syncnet/syncnet_16_pixel_attn.yaml")
+    _lr_schedule(config["optimizer"])
+    objective(config["run"])
     data = config["data"]
     missing = [f"data.{k}" for k in ("batch_size", "num_frames", "resolution") if k not in data]
     if missing:
