@@ -10,6 +10,10 @@ time excluded), and everything is written as JSON.
 
     python scripts/bench_train_syncnet.py --resolution 64 --steps 300 --json bench_syncnet.json
     python scripts/bench_train_syncnet.py --settings published contrastive+warmup --lr 3e-4
+    python scripts/bench_train_syncnet.py --settings scaled+contrastive+warmup scaled+same-clip+warmup \
+        --resolution 32 --steps 300 --lr 1e-3 --eval-every 50 --val-samples 128 --threads 1
+
+(the second line gives the README's lr 1e-3 table: logit scale, same-clip negatives, cosine lr schedule).
 """
 
 from __future__ import annotations
