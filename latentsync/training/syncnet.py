@@ -15,7 +15,10 @@ Also added: `data.samples_per_clip` (a fixed set of samples per clip instead of 
 for checking that a small model can learn a small set), `data.frames_in_memory` (decode each clip once; small
 sets), `optimizer.lr_warmup_steps` (linear warm-up; 0 as published) and `run.contrastive_loss_weight` /
 `run.contrastive_temperature` (an in-batch contrastive term added to the BCE; 0 as published), which take a small
-model off the 0.69 plateau where the published loss leaves every score at 0.5 (see `losses.SyncNetObjective`).
+model off the 0.69 plateau where the published loss leaves every score at 0.5 (see `losses.SyncNetObjective`);
+`run.contrastive_same_clip_negatives` (off-sync windows of the same clip as extra contrastive candidates),
+`run.sync_logit_scale` (BCE of scale * (cosine - 0.5); 0 as published) and `optimizer.lr_schedule` (constant as
+published, or cosine).
 Validation always reports the published BCE, so that runs with and without the extra term compare.
 
 Outputs in data.train_output_dir: checkpoints/checkpoint-<step>.pt ({"state_dict", "global_step", "optimizer",
