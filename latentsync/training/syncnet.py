@@ -212,6 +212,7 @@ def objective(run: Mapping[str, Any]) -> SyncNetObjective:
 
 
 def _lr_schedule(opt: Mapping[str, Any]) -> str:
+    """`optimizer.lr_schedule`, checked: constant (as published) or cosine."""
     schedule = opt.get("lr_schedule", "constant")
     if schedule not in ("constant", "cosine"):
         raise InputError(f"optimizer.lr_schedule must be constant or cosine, got {schedule!r}",
