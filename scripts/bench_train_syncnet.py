@@ -10,6 +10,10 @@ time excluded), and everything is written as JSON.
 
     python scripts/bench_train_syncnet.py --resolution 64 --steps 300 --json bench_syncnet.json
     python scripts/bench_train_syncnet.py --settings published contrastive+warmup --lr 3e-4
+    python scripts/bench_train_syncnet.py --settings scaled+contrastive+warmup scaled+same-clip+warmup \
+        --resolution 32 --steps 300 --lr 1e-3 --eval-every 50 --val-samples 128 --threads 1
+
+(the second line gives the README's lr 1e-3 table: logit scale, same-clip negatives, cosine lr schedule).
 """
 
 from __future__ import annotations
@@ -38,6 +42,18 @@ SETTINGS = {
     "warmup": {"optimizer.lr_warmup_steps": 50},
     "contrastive": {"run.contrastive_loss_weight": 1.0},
     "contrastive+warmup": {"run.contrastive_loss_weight": 1.0, "optimizer.lr_warmup_steps": 50},
+    "same-clip+warmup": {"run.contrastive_loss_weight": 1.0, "run.contrastive_same_clip_negatives": True,
+                         "optimizer.lr_warmup_steps": 50},
+    "scaled+contrastive+warmup": {"run.sync_logit_scale": 10.0, "run.contrastive_loss_weight": 1.0,
+                                  "optimizer.lr_warmup_steps": 50},
+    "scaled+same-clip+warmup": {"run.sync_logit_scale": 10.0, "run.contrastive_loss_weight": 1.0,
+                                "run.contrastive_same_clip_negatives": True, "optimizer.lr_warmup_steps": 50},
+    "scaled+warmup": {"run.sync_logit_scale": 10.0, "optimizer.lr_warmup_steps": 50},
+    "scaled+same-clip+warmup+cosine": {"run.sync_logit_scale": 10.0, "run.contrastive_loss_weight": 1.0,
+                                       "run.contrastive_same_clip_negatives": True, "optimizer.lr_warmup_steps": 50,
+                                       "optimizer.lr_schedule": "cosine"},
+    "scaled+contrastive+warmup+cosine": {"run.sync_logit_scale": 10.0, "run.contrastive_loss_weight": 1.0,
+                                         "optimizer.lr_warmup_steps": 50, "optimizer.lr_schedule": "cosine"},
 }
 
 

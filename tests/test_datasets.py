@@ -93,6 +93,20 @@ def test_syncnet_items_pair_frames_and_mel_windows(clips, tmp_path):
     assert 0.25 < np.mean(labels) < 0.75
 
 
+def test_syncnet_other_mel_is_another_window_of_the_same_clip(clips, tmp_path):
+    plain = SyncNetDataset([clips["long"]], resolution=R, cache_dir=tmp_path, seed=3)
+    extra = SyncNetDataset([clips["long"]], resolution=R, cache_dir=tmp_path, seed=3, other_mel=True)
+    mel = syncnet_mel(load_audio(clips["long"]))
+    for sample_id in range(20):
+        item, published = extra[sample_id], plain[sample_id]
+        # The published item is unchanged; the extra window is off sync for the frames, and its mel is that window's.
+        assert (item["start"], item["frames_start"]) == (published["start"], published["frames_start"])
+        assert torch.equal(item["frames"], published["frames"]) and torch.equal(item["mel"], published["mel"])
+        assert item["other_start"] != item["frames_start"]
+        np.testing.assert_array_equal(item["other_mel"][0].numpy(), mel_window(mel, item["other_start"]))
+    assert "other_mel" not in plain[0]
+
+
 def test_items_depend_only_on_the_sample_id(clips):
     a = SyncNetDataset([clips["long"], clips["medium"]], resolution=R, seed=5)
     b = SyncNetDataset([clips["long"], clips["medium"]], resolution=R, seed=5)

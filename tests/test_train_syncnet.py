@@ -35,7 +35,7 @@ from latentsync.training.metrics import MetricsLog
 from latentsync.training.precision import autocast_and_scaler
 from latentsync.training.sampling import TrainSampler
 from latentsync.training.settings import apply_overrides, cache_folder, configured_path, run_settings
-from latentsync.training.syncnet import train_syncnet
+from latentsync.training.syncnet import learning_rate_factor, objective as train_syncnet_objective, train_syncnet
 
 torch.set_num_threads(1)
 SYNTHETIC_STEPS = 200
@@ -358,6 +358,45 @@ def test_contrastive_term_reference_values():
     mixed, scores = SyncNetObjective(0.5, 0.1)(vision, audio, labels)
     torch.testing.assert_close(mixed, published + 0.5 * contrastive_sync_loss(vision, audio, labels, 0.1))
     torch.testing.assert_close(scores, (vision * audio).sum(1))
+
+
+def test_same_clip_negatives_join_the_frames_candidates():
+    eye = torch.eye(3)
+    labels = torch.ones(2)
+    # Frames 0 and 1 pick among audio [e0, e1] and the other windows [e2, e0]: row 0 has logits [2, 0, 0, 2]
+    # (its own other window equals its audio here), row 1 [0, 2, 0, 0]; the audio side is unchanged.
+    vision, audio, other = eye[:2], eye[:2], eye[[2, 0]]
+    frames_side = (math.log(2 * math.exp(2) + 2) - 2 + math.log(math.exp(2) + 3) - 2) / 2
+    audio_side = math.log(1 + math.exp(-2))
+    expected = (frames_side + audio_side) / 2
+    assert math.isclose(contrastive_sync_loss(vision, audio, labels, 0.5, other).item(), expected, rel_tol=1e-6)
+    objective = SyncNetObjective(1.0, 0.5, same_clip_negatives=True)
+    loss, _ = objective(vision, audio, labels, other)
+    assert math.isclose(loss.item(), syncnet_loss(vision, audio, labels)[0].item() + expected, rel_tol=1e-6)
+
+
+def test_learning_rate_schedule():
+    # 50 warm-up steps of 300: 1/50 .. 1 linearly, then constant or a half cosine that ends just above 0.
+    assert [learning_rate_factor(s, 50, 300, False) for s in (0, 48, 49, 299)] == [0.02, 0.98, 1.0, 1.0]
+    cosine = [learning_rate_factor(s, 50, 300, True) for s in (0, 49, 174, 299)]
+    assert cosine[:2] == [0.02, 1.0] and math.isclose(cosine[2], 0.5, abs_tol=0.01) and 0 < cosine[3] < 1e-3
+    assert learning_rate_factor(0, 1, 10, False) == 1.0  # no warm-up: the published constant rate
+    with pytest.raises(InputError, match="lr_schedule"):
+        train_syncnet(small_config("unused.txt", Path("unused"), **{}) | {"optimizer": {"lr": 1e-3, "lr_schedule": "step"}})
+
+
+def test_scaled_logit_loss_reference_values():
+    # Cosines 0.8 (in sync) and 0.6 (off sync) at scale 10: logits 3 and 1, BCE log(1 + e^-3) and log(1 + e^1).
+    vision = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    audio = torch.tensor([[0.8, 0.6], [0.6, 0.8]])
+    loss, scores = SyncNetObjective(logit_scale=10.0)(vision, audio, torch.tensor([1.0, 0.0]))
+    expected = (math.log(1 + math.exp(-3)) + math.log(1 + math.exp(1))) / 2
+    assert math.isclose(loss.item(), expected, rel_tol=1e-5)
+    torch.testing.assert_close(scores, torch.tensor([0.8, 0.6]))  # the decision stays cosine > 0.5
+    with pytest.raises(InputError, match="contrastive_loss_weight"):
+        train_syncnet_objective({"contrastive_same_clip_negatives": True})  # needs the contrastive term
+    with pytest.raises(InputError, match="sync_logit_scale"):
+        train_syncnet_objective({"sync_logit_scale": -1})
 
 
 @pytest.fixture(scope="module")

@@ -218,7 +218,8 @@ class SyncNetDataset(_ClipDataset):
     Item: "frames" (3F, R/2 or R, R) float32 in [-1, 1], frames stacked on channels (frame-major, RGB);
     "mel" (1, 80, 52) of the window at "start"; "label" 1.0 when the frames are that window ("frames_start" ==
     "start"), 0.0 when they come from another window of the same clip; "clip". Clips under 2F frames (32) are
-    skipped.
+    skipped. With `other_mel`, also "other_mel": the mel window at "other_start", another window of the same clip
+    than the frames' (a same-clip negative for every item, used by the contrastive term).
     """
 
     windows_needed = 2
@@ -233,9 +234,11 @@ class SyncNetDataset(_ClipDataset):
         seed: int = 0,
         samples_per_clip: int | None = None,
         frames_in_memory: bool = False,
+        other_mel: bool = False,
     ):
         super().__init__(clips, resolution, num_frames, cache_dir, seed, samples_per_clip, frames_in_memory)
         self.lower_half = lower_half
+        self.other_mel = other_mel
 
     def _item(self, clip: Path, rng: np.random.Generator) -> dict[str, Any]:
         last_start = self._length(clip) - self.num_frames
@@ -249,7 +252,7 @@ class SyncNetDataset(_ClipDataset):
         frames = to_model_range(self._frames(clip, frames_start))
         if self.lower_half:
             frames = frames[:, :, self.resolution // 2 :]
-        return {
+        item = {
             "frames": frames.flatten(0, 1),
             "mel": mel,
             "label": torch.tensor(1.0 if in_sync else 0.0),
@@ -257,6 +260,12 @@ class SyncNetDataset(_ClipDataset):
             "start": start,
             "frames_start": frames_start,
         }
+        if self.other_mel:  # drawn last, so that the published items stay the same
+            other_start = int(rng.integers(last_start))
+            other_start += other_start >= frames_start
+            item["other_mel"] = self._mel_window(clip, other_start)
+            item["other_start"] = other_start
+        return item
 
 
 class UNetDataset(_ClipDataset):

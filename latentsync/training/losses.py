@@ -60,9 +60,19 @@ def syncnet_loss(vision: torch.Tensor, audio: torch.Tensor, labels: torch.Tensor
     return loss, scores
 
 
-def contrastive_sync_loss(vision: torch.Tensor, audio: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+def contrastive_sync_loss(
+    vision: torch.Tensor,
+    audio: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float,
+    other_audio: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Symmetric InfoNCE over the in-sync pairs of a batch (0 with fewer than two): each clip's frames must pick
     their own mel window among the batch's, and each window its frames, by cosine / `temperature`.
+
+    `other_audio` (B, D): embeddings of off-sync mel windows from the same clips (the dataset's "other_mel"),
+    added as further candidates for the frames. Without them nearly every negative comes from another clip, so
+    the term can be lowered by recognising the clip (colours, pitch) instead of the sync.
 
     Unlike the BCE of the cosine, it cannot be lowered by moving every score together, so it keeps the two
     encoders from collapsing onto one shared embedding early in training (see `SyncNetObjective`).
@@ -72,7 +82,10 @@ def contrastive_sync_loss(vision: torch.Tensor, audio: torch.Tensor, labels: tor
         return vision.new_zeros((), dtype=torch.float32)
     logits = vision[in_sync].float() @ audio[in_sync].float().T / temperature
     targets = torch.arange(len(logits), device=logits.device)
-    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+    audio_side = F.cross_entropy(logits.T, targets)
+    if other_audio is not None:
+        logits = torch.cat([logits, vision[in_sync].float() @ other_audio.float().T / temperature], dim=1)
+    return (F.cross_entropy(logits, targets) + audio_side) / 2
 
 
 @dataclass(frozen=True)
@@ -87,12 +100,25 @@ class SyncNetObjective:
 
     contrastive_weight: float = 0.0
     temperature: float = 0.1
+    same_clip_negatives: bool = False  # the trainer then feeds `other_audio` (`run.contrastive_same_clip_negatives`)
+    logit_scale: float = 0.0  # > 0: BCE with logits logit_scale * (cosine - 0.5) instead (`run.sync_logit_scale`)
 
-    def __call__(self, vision: torch.Tensor, audio: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(loss, cosine scores) of a batch."""
+    def __call__(
+        self, vision: torch.Tensor, audio: torch.Tensor, labels: torch.Tensor, other_audio: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, cosine scores) of a batch; `other_audio`: see `contrastive_sync_loss`.
+
+        With `logit_scale` the decision stays "cosine > 0.5", but the BCE is taken of the logit
+        logit_scale * (cosine - 0.5). The published loss pushes every pair, even one scored right, with a gradient
+        of at least 1 in the cosine (it never fades: 1 / c for in-sync pairs); this one fades for pairs scored
+        right with a margin and leaves the model's capacity to the pairs on the wrong side."""
         loss, scores = syncnet_loss(vision, audio, labels)
+        if self.logit_scale:
+            logits = self.logit_scale * ((vision.float() * audio.float()).sum(dim=1) - 0.5)
+            loss = F.binary_cross_entropy_with_logits(logits, labels.float())
         if self.contrastive_weight:
-            loss = loss + self.contrastive_weight * contrastive_sync_loss(vision, audio, labels, self.temperature)
+            term = contrastive_sync_loss(vision, audio, labels, self.temperature, other_audio)
+            loss = loss + self.contrastive_weight * term
         return loss, scores
 
 

@@ -15,7 +15,10 @@ Also added: `data.samples_per_clip` (a fixed set of samples per clip instead of 
 for checking that a small model can learn a small set), `data.frames_in_memory` (decode each clip once; small
 sets), `optimizer.lr_warmup_steps` (linear warm-up; 0 as published) and `run.contrastive_loss_weight` /
 `run.contrastive_temperature` (an in-batch contrastive term added to the BCE; 0 as published), which take a small
-model off the 0.69 plateau where the published loss leaves every score at 0.5 (see `losses.SyncNetObjective`).
+model off the 0.69 plateau where the published loss leaves every score at 0.5 (see `losses.SyncNetObjective`);
+`run.contrastive_same_clip_negatives` (off-sync windows of the same clip as extra contrastive candidates),
+`run.sync_logit_scale` (BCE of scale * (cosine - 0.5); 0 as published) and `optimizer.lr_schedule` (constant as
+published, or cosine).
 Validation always reports the published BCE, so that runs with and without the extra term compare.
 
 Outputs in data.train_output_dir: checkpoints/checkpoint-<step>.pt ({"state_dict", "global_step", "optimizer",
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -115,6 +119,7 @@ class SyncNetTraining:
     objective: SyncNetObjective
     lr: float
     warmup: int  # linear warm-up over this many steps (1: none, as published)
+    cosine_decay: bool  # after the warm-up, lr follows a half cosine down to 0 at max_steps (False: constant)
     max_grad_norm: float
     accumulation: int  # micro-batches per optimiser step
     batches: Iterator[dict[str, Any]]
@@ -162,7 +167,9 @@ def setup(config: dict[str, Any], settings: RunSettings, dist: DistInfo) -> Sync
     else:
         log.warning("no validation clips given (data.val_fileslist / val_data_dir): validating on training clips")
         val_clips = train_clips
-    train_set = SyncNetDataset(train_clips, seed=seed, samples_per_clip=data.get("samples_per_clip"), **frames_args)
+    loss = objective(run)
+    train_set = SyncNetDataset(train_clips, seed=seed, samples_per_clip=data.get("samples_per_clip"),
+                               other_mel=loss.same_clip_negatives, **frames_args)  # fmt: skip
     sampler = TrainSampler(len(train_set), batch_size, seed, dist, start_step=step * accumulation)
     workers = int(data.get("num_workers", 0))
     loader_args = dict(batch_size=batch_size, num_workers=workers, pin_memory=dist.device.type == "cuda")
@@ -171,8 +178,9 @@ def setup(config: dict[str, Any], settings: RunSettings, dist: DistInfo) -> Sync
         log.info("%d training clips, %d validation clips; step %d of %d", len(train_clips), len(val_clips), step, max_steps)
     return SyncNetTraining(
         dist=dist, output_dir=output_dir, model=model, ddp_model=wrap_ddp(model, dist), optimizer=optimizer,
-        scaler=scaler, autocast=autocast, objective=objective(run), lr=settings.lr,
-        warmup=max(1, int(opt.get("lr_warmup_steps", 0))), max_grad_norm=float(opt.get("max_grad_norm", 1.0)),
+        scaler=scaler, autocast=autocast, objective=loss, lr=settings.lr,
+        warmup=max(1, int(opt.get("lr_warmup_steps", 0))), cosine_decay=_lr_schedule(opt) == "cosine",
+        max_grad_norm=float(opt.get("max_grad_norm", 1.0)),
         accumulation=accumulation,
         batches=iter(DataLoader(train_set, sampler=sampler, persistent_workers=workers > 0, **loader_args)),
         val_set=SyncNetDataset(val_clips, seed=seed + 1, **frames_args),
@@ -183,32 +191,63 @@ def setup(config: dict[str, Any], settings: RunSettings, dist: DistInfo) -> Sync
 
 def objective(run: Mapping[str, Any]) -> SyncNetObjective:
     """The training loss the `run:` section asks for (the published BCE of the cosine unless
-    `contrastive_loss_weight` is set)."""
+    `contrastive_loss_weight` or `sync_logit_scale` is set)."""
     try:
         weight = float(run.get("contrastive_loss_weight", 0.0))
         temperature = float(run.get("contrastive_temperature", 0.1))
+        same_clip = run.get("contrastive_same_clip_negatives", False)
+        logit_scale = float(run.get("sync_logit_scale", 0.0))
     except (TypeError, ValueError) as exc:
-        raise InputError(f"run.contrastive_loss_weight and run.contrastive_temperature must be numbers: {exc}") from exc
-    if weight < 0 or temperature <= 0:
-        raise InputError(f"run.contrastive_loss_weight must be >= 0 and run.contrastive_temperature > 0, got "
-                         f"{weight} and {temperature}", "e.g. 1.0 and 0.1; weight 0 is the published loss")  # fmt: skip
-    return SyncNetObjective(weight, temperature)
+        raise InputError(f"run.contrastive_loss_weight, contrastive_temperature and sync_logit_scale must be numbers: {exc}",
+                         "e.g. --set run.contrastive_loss_weight=1") from exc
+    if weight < 0 or temperature <= 0 or logit_scale < 0:
+        raise InputError(f"run.contrastive_loss_weight and run.sync_logit_scale must be >= 0 and "
+                         f"run.contrastive_temperature > 0, got {weight}, {logit_scale} and {temperature}",
+                         "e.g. 1.0, 10 and 0.1; 0 and 0 are the published loss")  # fmt: skip
+    if not isinstance(same_clip, bool) or (same_clip and not weight):
+        raise InputError(f"run.contrastive_same_clip_negatives must be true or false and needs "
+                         f"run.contrastive_loss_weight > 0, got {same_clip!r} with weight {weight}",
+                         "set run.contrastive_loss_weight=1 with it, or leave it false")  # fmt: skip
+    return SyncNetObjective(weight, temperature, same_clip, logit_scale)
+
+
+def _lr_schedule(opt: Mapping[str, Any]) -> str:
+    """`optimizer.lr_schedule`, checked: constant (as published) or cosine."""
+    schedule = opt.get("lr_schedule", "constant")
+    if schedule not in ("constant", "cosine"):
+        raise InputError(f"optimizer.lr_schedule must be constant or cosine, got {schedule!r}",
+                         "leave it out for the published constant rate")  # fmt: skip
+    return schedule
+
+
+def learning_rate_factor(step: int, warmup: int, max_steps: int, cosine_decay: bool) -> float:
+    """The share of the configured lr at optimiser step `step` (0-based): linear warm-up over `warmup` steps,
+    then constant, or a half cosine from 1 down to 0 at `max_steps`."""
+    if step + 1 < warmup:
+        return (step + 1) / warmup
+    if not cosine_decay:
+        return 1.0
+    done = (step + 1 - warmup) / (max_steps - warmup + 1)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
 
 
 def train_step(t: SyncNetTraining) -> torch.Tensor:
     """One optimiser step over `accumulation` micro-batches; returns [loss sum, correct, samples] of its batches."""
     device, totals = t.dist.device, torch.zeros(3, device=t.dist.device)
-    for group in t.optimizer.param_groups:  # linear warm-up, then constant
-        group["lr"] = t.lr * min(1.0, (t.step + 1) / t.warmup)
+    for group in t.optimizer.param_groups:
+        group["lr"] = t.lr * learning_rate_factor(t.step, t.warmup, t.max_steps, t.cosine_decay)
     for micro in range(t.accumulation):
         batch = next(t.batches)
         frames, mel, labels = (batch[k].to(device) for k in ("frames", "mel", "label"))
+        if "other_mel" in batch:  # same-clip negatives: one audio pass over both windows of every item
+            mel = torch.cat([mel, batch["other_mel"].to(device)])
         # DDP averages gradients over ranks only on the last micro-batch of a step.
         last = micro == t.accumulation - 1 or t.dist.world_size == 1
         with t.ddp_model.no_sync() if not last else contextlib.nullcontext():
             with t.autocast():
                 vision, audio = t.ddp_model(frames, mel)
-            loss, scores = t.objective(vision, audio, labels)
+            audio, other_audio = audio[: len(labels)], (audio[len(labels) :] if len(audio) > len(labels) else None)
+            loss, scores = t.objective(vision, audio, labels, other_audio)
             (t.scaler.scale(loss / t.accumulation) if t.scaler else loss / t.accumulation).backward()
         totals += _tally(loss.detach(), scores, labels)
     if t.scaler is not None:
@@ -251,6 +290,8 @@ def _check_config(config: Mapping[str, Any]) -> None:
     for section in ("model", "data", "optimizer", "run"):
         if not isinstance(config.get(section), Mapping):
             raise InputError(f"the config lacks its `{section}:` section", "start from configs/syncnet/syncnet_16_pixel_attn.yaml")
+    _lr_schedule(config["optimizer"])
+    objective(config["run"])
     data = config["data"]
     missing = [f"data.{k}" for k in ("batch_size", "num_frames", "resolution") if k not in data]
     if missing:
