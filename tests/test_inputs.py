@@ -235,7 +235,7 @@ def test_help_shows_what_is_required(capsys):
     with pytest.raises(SystemExit):
         main(["infer", "--help"])
     usage = " ".join(capsys.readouterr().out.split("options:")[0].split())
-    assert "(--video VIDEO | --image IMAGE) --audio AUDIO --output OUTPUT" in usage
+    assert "(--video VIDEO | --image IMAGE | --avatar AVATAR) --audio AUDIO --output OUTPUT" in usage
     assert "--allow-truncated" in usage
 
 
