@@ -58,6 +58,16 @@ def extract_state_dict(content: Mapping[str, Any], wrappers: tuple[str, ...] = W
     return state
 
 
+def read_tensor_dict(path: str | os.PathLike, what: str, published_name: str) -> dict[str, torch.Tensor]:
+    """The tensors of a file that `torch.save` wrote as a plain name -> tensor dict (the published evaluation and
+    filter models), made contiguous (some files store overlapping strided views); CheckpointError otherwise."""
+    content = read_checkpoint(path)
+    if not isinstance(content, dict) or not content or not all(isinstance(v, torch.Tensor) for v in content.values()):
+        raise CheckpointError(f"{path} is not a {what} weights file (expected a name -> tensor dict)",
+                              f"pass the published {published_name}")
+    return {k: v.contiguous() for k, v in content.items()}
+
+
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The state dict stored in a `.pt` / `.safetensors` file, whatever the published wrapper."""
     return extract_state_dict(read_checkpoint(path))

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import build_with_weights, read_checkpoint
-from ..errors import CheckpointError, InputError
+from ..checkpoint import build_with_weights, read_tensor_dict
+from ..errors import InputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -207,10 +207,6 @@ def read_iqa_frames(path: str | os.PathLike) -> np.ndarray:
 
 def load_hyperiqa(path: str | os.PathLike, device: str | torch.device = "cpu") -> HyperIQA:
     """HyperIQA in eval mode with the weights of a published `koniq_pretrained.pkl` (a `torch.save` name -> tensor dict)."""
-    content = read_checkpoint(path)
-    if not isinstance(content, dict) or not content or not all(isinstance(v, torch.Tensor) for v in content.values()):
-        raise CheckpointError(f"{path} is not a HyperIQA weights file (expected a name -> tensor dict)",
-                              "pass the published koniq_pretrained.pkl")
-    state = {k: v.contiguous() for k, v in content.items()}
+    state = read_tensor_dict(path, "HyperIQA", "koniq_pretrained.pkl")
     net = build_with_weights(HyperNet, state, "HyperIQA").eval().to(device)
     return HyperIQA(net, torch.device(device))

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import build_with_weights, read_checkpoint
-from ..errors import CheckpointError, InputError
+from ..checkpoint import build_with_weights, read_tensor_dict
+from ..errors import InputError
 
 RGB_MEAN = (123.0, 117.0, 104.0)
 STRIDES = (4, 8, 16, 32, 64, 128)
@@ -244,10 +244,6 @@ def _check_frame(frame: np.ndarray) -> np.ndarray:
 
 def load_s3fd(path: str | os.PathLike, device: str | torch.device = "cpu") -> S3FD:
     """S3FD with the weights of a published `sfd_face.pth` (a `torch.save` name -> tensor dict), in eval mode."""
-    content = read_checkpoint(path)
-    if not isinstance(content, dict) or not content or not all(isinstance(v, torch.Tensor) for v in content.values()):
-        raise CheckpointError(f"{path} is not an S3FD weights file (expected a name -> tensor dict)",
-                              "pass the published sfd_face.pth")
-    state = {k: v.contiguous() for k, v in content.items()}
+    state = read_tensor_dict(path, "S3FD", "sfd_face.pth")
     net = build_with_weights(S3FDNet, state, "S3FD").eval().to(device)
     return S3FD(net, torch.device(device))

@@ -13,8 +13,7 @@ import os
 import torch
 from torch import nn
 
-from ..checkpoint import build_with_weights, read_checkpoint
-from ..errors import CheckpointError
+from ..checkpoint import build_with_weights, read_tensor_dict
 
 EMBED_DIM = 1024
 LIP_FRAMES = 5
@@ -85,12 +84,9 @@ def load_syncnet_v2(path: str | os.PathLike, device: str | torch.device = "cpu")
     published file has none and the published loader never needed them). Any other missing, extra or
     wrongly shaped tensor raises CheckpointError.
     """
-    content = read_checkpoint(path)
-    if not isinstance(content, dict) or not all(isinstance(v, torch.Tensor) for v in content.values()):
-        raise CheckpointError(f"{path} is not a SyncNet v2 weights file (expected a name -> tensor dict)",
-                              "pass the published syncnet_v2.model")
+    tensors = read_tensor_dict(path, "SyncNet v2", "syncnet_v2.model")
     with torch.device("meta"):
         names = SyncNetV2().state_dict()
     counters = {k: torch.tensor(0) for k in names if k.endswith("num_batches_tracked")}
-    state = {**counters, **{k: v.contiguous() for k, v in content.items()}}
+    state = {**counters, **tensors}
     return build_with_weights(SyncNetV2, state, "SyncNet v2").eval().to(device)
