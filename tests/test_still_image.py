@@ -85,9 +85,9 @@ def test_a_photo_talks_for_as_long_as_the_speech(pipe, speech, tmp_path, kind, m
     calls = []
     sample_chunk = pipe.sample_chunk
 
-    def spy(faces, audio, *args):
+    def spy(faces, audio, *args, **kwargs):
         calls.append((torch.as_tensor(faces).clone(), torch.as_tensor(audio).clone()))
-        return sample_chunk(faces, audio, *args)
+        return sample_chunk(faces, audio, *args, **kwargs)
 
     monkeypatch.setattr(pipe, "sample_chunk", spy)
     result = pipe(photo, speech, out, num_inference_steps=1, guidance_scale=1.0, seed=0, progress=False,
