@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import golden, golden_config
+from conftest import golden
 from latentsync.errors import InputError
 from latentsync.models.step_reuse import StepReuse
 from test_pipeline_chunk import golden_pipeline
