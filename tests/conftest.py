@@ -51,6 +51,31 @@ def unwritable_folder(tmp_path: Path) -> Path:
     return locked
 
 
+def key_list(path: Path) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, shape) per line of a `*_keys.txt` list of a published checkpoint (tab-separated name, shape[, dtype])."""
+    rows = []
+    for line in path.read_text().splitlines():
+        if line:
+            key, shape = line.split("\t")[:2]
+            rows.append((key, tuple(int(d) for d in shape.strip("()").split(",") if d.strip())))
+    return rows
+
+
+def golden_pipeline():
+    """The pipeline of the golden U-Net and VAE at the golden pipeline's resolution (parity vectors' models)."""
+    from diffusers import AutoencoderKL
+
+    from latentsync.checkpoint import load_state_dict
+    from latentsync.models import load_scheduler, load_unet
+    from latentsync.pipeline import LipSyncPipeline
+
+    unet = load_unet(golden_config("unet_config"), GOLDEN / "unet_weights.safetensors")
+    vae = AutoencoderKL.from_config(golden_config("vae_config"))
+    vae.load_state_dict({k: v.float() for k, v in load_state_dict(GOLDEN / "vae_weights.safetensors").items()})
+    resolution = golden_config("pipeline_config")["resolution"]
+    return LipSyncPipeline(unet=unet, vae=vae, scheduler=load_scheduler(), resolution=resolution)
+
+
 def golden_config(name: str) -> dict:
     return json.loads((GOLDEN / f"{name}.json").read_text())
 

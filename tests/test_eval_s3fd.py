@@ -9,11 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import DATA
+from conftest import DATA, key_list
 from latentsync.errors import CheckpointError, InputError
 from latentsync.evaluation import load_s3fd
 from latentsync.evaluation.s3fd import S3FDNet, candidates, detection_stage, final_boxes, prior_boxes, scaled_size
-from test_eval_syncnet_v2 import read_keys
 
 # On this shared CI-sized machine, one thread per test process is faster than contending for two.
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -34,7 +33,7 @@ def ref():
 def test_full_size_keys_match_published_file():
     with torch.device("meta"):
         net = S3FDNet()
-    assert [(k, tuple(v.shape)) for k, v in net.state_dict().items()] == read_keys("sfd_face_keys.txt")
+    assert [(k, tuple(v.shape)) for k, v in net.state_dict().items()] == key_list(EVAL / "sfd_face_keys.txt")
 
 
 def test_wrong_file_is_rejected(tmp_path):

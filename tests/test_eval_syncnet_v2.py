@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import DATA
+from conftest import DATA, key_list
 from latentsync.errors import CheckpointError, InputError
 from latentsync.evaluation import load_syncnet_v2, mfcc, sync_confidence
 from latentsync.evaluation.sync import SyncResult, combine_tracks, num_windows, sync_from_embeddings
@@ -23,15 +23,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 EVAL = DATA / "golden" / "eval"
 WEIGHTS = EVAL / "syncnet_v2_random.model"
-
-
-def read_keys(name: str) -> list[tuple[str, tuple[int, ...]]]:
-    """(name, shape) per line of a `*_keys.txt` list."""
-    rows = []
-    for line in (EVAL / name).read_text().splitlines():
-        key, shape, _ = line.split("\t")
-        rows.append((key, tuple(int(d) for d in shape.strip("()").split(",") if d.strip())))
-    return rows
 
 
 def eval_frames() -> np.ndarray:
@@ -63,7 +54,7 @@ def test_full_size_keys_match_published_file():
     with torch.device("meta"):
         model = SyncNetV2()
     ours = [(k, tuple(v.shape)) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")]
-    assert ours == read_keys("syncnet_v2_keys.txt")
+    assert ours == key_list(EVAL / "syncnet_v2_keys.txt")
 
 
 def test_loader_tolerates_counters_and_rejects_missing(tmp_path):

@@ -9,12 +9,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import DATA, MEDIA
+from conftest import DATA, MEDIA, key_list
 from latentsync.errors import CheckpointError, InputError
 from latentsync.evaluation import load_hyperiqa
 from latentsync.evaluation.hyperiqa import HyperNet, KEEP_THRESHOLD, iqa_frame_indices, prepare_frames, read_iqa_frames, target_scores
 from latentsync.media import read_frames
-from test_eval_syncnet_v2 import read_keys
 
 # On this shared CI-sized machine, one thread per test process is faster than contending for two.
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -35,7 +34,7 @@ def ref():
 def test_full_size_keys_match_published_file():
     with torch.device("meta"):
         net = HyperNet()
-    assert [(k, tuple(v.shape)) for k, v in net.state_dict().items()] == read_keys("hyperiqa_keys.txt")
+    assert [(k, tuple(v.shape)) for k, v in net.state_dict().items()] == key_list(EVAL / "hyperiqa_keys.txt")
 
 
 def test_wrong_file_is_rejected(tmp_path):

@@ -4,19 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL
 
-from conftest import GOLDEN, golden, golden_config
-from latentsync.checkpoint import load_state_dict
-from latentsync.models import load_scheduler, load_unet
-from latentsync.pipeline import LipSyncPipeline
-
-
-def golden_pipeline() -> LipSyncPipeline:
-    unet = load_unet(golden_config("unet_config"), GOLDEN / "unet_weights.safetensors")
-    vae = AutoencoderKL.from_config(golden_config("vae_config"))
-    vae.load_state_dict({k: v.float() for k, v in load_state_dict(GOLDEN / "vae_weights.safetensors").items()})
-    return LipSyncPipeline(unet=unet, vae=vae, scheduler=load_scheduler(), resolution=golden_config("pipeline_config")["resolution"])
+from conftest import golden, golden_config, golden_pipeline
 
 
 def test_sample_chunk_reproduces_the_published_pipeline():

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import golden
+from conftest import golden, golden_pipeline
 from latentsync.errors import InputError
 from latentsync.models.step_reuse import StepReuse
-from test_pipeline_chunk import golden_pipeline
 
 STEPS = 20  # the published default
 

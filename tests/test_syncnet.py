@@ -6,18 +6,13 @@ import pytest
 import torch
 import yaml
 
-from conftest import DATA, GOLDEN, golden, golden_config
+from conftest import DATA, GOLDEN, golden, golden_config, key_list
 from latentsync.checkpoint import save_safetensors
 from latentsync.config import model_section
 from latentsync.errors import CheckpointError, InputError
 from latentsync.models.syncnet import StableSyncNet, load_syncnet
 
 FULL_CONFIG = DATA.parent.parent / "latentsync" / "configs" / "syncnet" / "syncnet_16_pixel_attn.yaml"
-
-
-def reference_keys(name: str) -> list[tuple[str, tuple[int, ...]]]:
-    rows = (line.split("\t") for line in (DATA / "reference" / name).read_text().splitlines() if line)
-    return [(key, tuple(int(n) for n in shape.strip("()").split(",") if n.strip())) for key, shape in rows]
 
 
 def small_inputs(batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,7 +39,7 @@ def test_full_size_matches_published_keys():
         model = StableSyncNet(**model_section(FULL_CONFIG))
         vision, audio = model(torch.empty(1, 48, 128, 256), torch.empty(1, 1, 80, 52))
     built = [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
-    assert built == reference_keys("stable_syncnet_keys.txt")
+    assert built == key_list(DATA / "reference" / "stable_syncnet_keys.txt")
     assert vision.shape == audio.shape == (1, 2048)  # both encoders end on a 1 x 1 map
 
 

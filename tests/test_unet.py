@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
-from conftest import DATA, GOLDEN, golden, golden_config
+from conftest import DATA, GOLDEN, golden, golden_config, key_list
 from latentsync.checkpoint import save_safetensors
 from latentsync.config import model_section
 from latentsync.errors import CheckpointError, InputError
@@ -22,11 +21,7 @@ GOLDEN_WEIGHTS = GOLDEN / "unet_weights.safetensors"
 
 def reference_shapes() -> dict[str, tuple[int, ...]]:
     """Every tensor name and shape of the published `latentsync_unet.pt`."""
-    shapes = {}
-    for line in (DATA / "reference" / "latentsync_unet_keys.txt").read_text().splitlines():
-        name, shape = line.split("\t")
-        shapes[name] = tuple(int(n) for n in re.findall(r"\d+", shape))
-    return shapes
+    return dict(key_list(DATA / "reference" / "latentsync_unet_keys.txt"))
 
 
 def meta_shapes(config: str | dict) -> dict[str, tuple[int, ...]]:

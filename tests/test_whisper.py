@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import AUDIO, DATA, GOLDEN, golden
+from conftest import AUDIO, DATA, GOLDEN, golden, key_list
 from latentsync.audio import WhisperFeatures, load_audio
 from latentsync.audio.mel import whisper_log_mel
 from latentsync.audio.whisper import BAND_SECONDS, RAMP_SECONDS
@@ -104,16 +104,11 @@ def test_rejects_bad_input(whisper):
         whisper.features(np.zeros(16000, np.float32), segmenting="overlap")
 
 
-def reference_keys(name: str) -> dict[str, tuple[int, ...]]:
-    rows = (line.split("\t") for line in (DATA / "reference" / name).read_text().splitlines() if line)
-    return {key: tuple(int(n) for n in shape.strip("()").split(",") if n.strip()) for key, shape in rows}
-
-
 def test_tiny_encoder_keys_match_published():
     with torch.device("meta"):
         encoder = WhisperEncoder(TINY)
     built = {f"encoder.{k}": tuple(v.shape) for k, v in encoder.state_dict().items()}
-    assert built == reference_keys("whisper_tiny_encoder_keys.txt")
+    assert built == dict(key_list(DATA / "reference" / "whisper_tiny_encoder_keys.txt"))
 
 
 def test_loads_openai_format_file(tmp_path: Path, speech):
