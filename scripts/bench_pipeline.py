@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -26,7 +28,6 @@ import torch
 
 from latentsync.audio import SAMPLE_RATE, load_audio, save_wav
 from latentsync.media import VideoWriter, frame_schedule, read_frames
-from latentsync.memory import return_large_buffers_to_os
 from latentsync.pipeline import LipSyncPipeline
 from latentsync.testing import write_random_models
 
@@ -53,6 +54,32 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+class RssSampler(threading.Thread):
+    """The process's resident size every `interval` seconds while the job runs (peak RSS alone cannot show that
+    memory stays flat: it also holds the input building and model loading)."""
+
+    def __init__(self, interval: float = 1.0):
+        super().__init__(daemon=True)
+        self.interval, self.samples, self._done = interval, [], threading.Event()
+
+    def run(self) -> None:
+        page = os.sysconf("SC_PAGE_SIZE")
+        while not self._done.wait(self.interval):
+            with open("/proc/self/statm") as statm:
+                self.samples.append(int(statm.read().split()[1]) * page / 2**20)
+
+    def stop(self) -> list[float]:
+        self._done.set()
+        self.join()
+        return self.samples
+
+
+def cpu_usage() -> dict[str, float]:
+    """Process totals so far: user and system CPU seconds, and minor page faults (pages first touched)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {"user_seconds": usage.ru_utime, "system_seconds": usage.ru_stime, "minor_page_faults": usage.ru_minflt}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
@@ -66,7 +93,6 @@ def main() -> None:
     ap.add_argument("--face-backend", default="mediapipe")
     ap.add_argument("--out", type=Path, default=Path("bench_pipeline.json"))
     args = ap.parse_args()
-    return_large_buffers_to_os()  # as the pipeline does, also for building the input
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -84,9 +110,14 @@ def main() -> None:
         load_seconds = time.perf_counter() - start
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
+        usage_before = cpu_usage()
+        sampler = RssSampler()
+        sampler.start()
         start = time.perf_counter()
         report = pipe(video, audio, tmp / "out.mp4", num_inference_steps=args.steps, seed=0).report
         wall = time.perf_counter() - start
+        rss = sampler.stop()
+        usage = {k: round(v - usage_before[k], 2) for k, v in cpu_usage().items()}
 
     result = {
         "size": args.size,
@@ -103,10 +134,16 @@ def main() -> None:
         "model_load_seconds": round(load_seconds, 2),
         "wall_seconds": round(wall, 2),
         "seconds_per_output_second": round(wall / report.output_seconds, 3),
+        "job_cpu": usage,  # the lip-sync job alone (not building the input or loading models)
+        "system_time_share": round(usage["system_seconds"] / wall, 3),
         "phase_seconds": {k: round(v, 2) for k, v in report.seconds.items()},
         "stage_busy_seconds": {k: round(v, 2) for k, v in report.busy.items()},
         "peak_rss_mib_before_models": round(rss_before_models, 1),
         "peak_rss_mib": round(peak_rss_mib(), 1),
+        # Sampled each second of the job: its largest value, and the largest in each fifth of the job (flat memory
+        # shows as five similar numbers, however long the video).
+        "job_rss_mib_max": round(max(rss), 1) if rss else None,
+        "job_rss_mib_max_by_fifth": [round(max(part), 1) for part in np.array_split(np.array(rss), 5) if len(part)],
         "peak_vram_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
     }
     print(json.dumps(result, indent=2))

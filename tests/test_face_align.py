@@ -9,6 +9,7 @@ import torch
 
 from conftest import golden, psnr
 from latentsync.errors import InputError
+from latentsync.face import align as align_module
 from latentsync.face.align import FaceAligner
 from latentsync.face.resize import resize_lanczos4
 
@@ -120,6 +121,28 @@ def test_input_forms_agree(gold):
         np.testing.assert_array_equal(mat_i, mats[i : i + 1])
         np.testing.assert_array_equal(al.warp(frames[i : i + 1], mat_i)[0], aligned[i])
         np.testing.assert_array_equal(al.paste(frames[i : i + 1], faces[i : i + 1], mat_i)[0], pasted[i])
+
+
+def test_paste_in_place_and_in_slices_gives_the_same_frames(gold, monkeypatch):
+    """In place, the result lands in the frames given (no copy of them); pasted a frame at a time (as 4K frames
+    are, to keep temporaries small), the frames come out the same as pasted all at once."""
+    al = FaceAligner(256)
+    frames = _frames(gold)[3:]
+    mats = al.matrices(gold["landmarks3"][3:])
+    faces = np.ascontiguousarray(al.warp(frames, mats)[:, ::-1])
+    before = frames.copy()
+    pasted = al.paste(frames, faces, mats)
+    np.testing.assert_array_equal(frames, before)  # not in place: the frames are left as given
+
+    monkeypatch.setattr(align_module, "_PASTE_SLICE_BYTES", 1)  # one frame per slice
+    target = frames.copy()
+    assert al.paste(target, faces, mats, inplace=True) is not None
+    np.testing.assert_array_equal(target, pasted)
+    tensor = torch.from_numpy(frames.copy())
+    al.paste(tensor, faces, mats, inplace=True)
+    np.testing.assert_array_equal(tensor.numpy(), pasted)
+    with pytest.raises(InputError, match="writable C-contiguous"):
+        al.paste(np.asfortranarray(frames), faces, mats, inplace=True)
 
 
 def test_face_half_outside_the_frame(gold):

@@ -276,6 +276,20 @@ def test_writer_output_matches_frames_and_speech(tmp_path, monkeypatch):
     assert np.corrcoef(samples[:n], speech[:n])[0, 1] > 0.9
 
 
+def test_writer_copies_frames_so_the_caller_can_reuse_its_array(tmp_path):
+    """The pipeline decodes every chunk into the same few arrays: the writer must have taken its copy when
+    `write` returns, even while frames still wait in its queue."""
+    frames = gray_frames(12)
+    buffer = np.empty_like(frames[0])
+    out = tmp_path / "reused.mp4"
+    with VideoWriter(out, 64, 64, preset="ultrafast", crf=0) as writer:
+        for frame in frames:
+            buffer[:] = frame
+            writer.write(buffer)
+        buffer[:] = 0
+    assert frame_numbers([frame for _, frame in read_frames(out)]) == list(range(12))
+
+
 def test_writer_audio_from_file_with_unicode_path(tmp_path):
     frames = [frame for _, frame in read_frames(DEMO1, indices=range(30))]  # 1.2 s of video, 2 s of audio
     out = tmp_path / "dossier ünïcødé ✓" / "vidéo de test 1.mov"

@@ -15,7 +15,9 @@ from latentsync.cli import main
 from latentsync.errors import InputError, NoFaceError
 from latentsync.face import FaceTrack, create_detector, detect_video_track, track_matrices
 from latentsync.media import frame_schedule, read_frames
+from latentsync.memory import BufferPool
 from latentsync.pipeline import LipSyncPipeline
+from latentsync.pipeline import lipsync as lipsync_module
 from latentsync.pipeline.threads import BackgroundWorker, prefetch
 from latentsync.testing import write_random_models
 
@@ -197,9 +199,9 @@ def test_ping_pong_chunks_follow_output_positions(pipe, demo3_track, tmp_path, m
         starts.append((start, num_frames))
         return windows(features, num_frames, start)
 
-    def spy_paste(frames, faces, mats):
+    def spy_paste(frames, faces, mats, **options):
         mats_used.append(mats)
-        return paste(frames, faces, mats)
+        return paste(frames, faces, mats, **options)
 
     monkeypatch.setattr(pipe.audio_encoder, "windows", spy_windows)
     monkeypatch.setattr(pipe.aligner, "paste", spy_paste)
@@ -209,6 +211,29 @@ def test_ping_pong_chunks_follow_output_positions(pipe, demo3_track, tmp_path, m
     assert starts == [(0, 16), (16, 16), (32, 16), (48, 16), (64, 11)]
     expected = track_matrices(pipe.aligner, demo3_track)[frame_schedule(50, 75)]
     np.testing.assert_array_equal(np.concatenate(mats_used), expected)
+
+
+def test_a_job_decodes_into_a_few_reused_chunk_arrays(pipe, demo3_track, tmp_path, monkeypatch):
+    """13 chunks pass through at most 8 arrays (decoded, aligned, denoised, pasted in place, encoded, given
+    back), and reuse changes no frame: the result equals a run that gets a fresh array for every chunk."""
+    pools = []
+
+    class RecordedPool(BufferPool):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            pools.append(self)
+
+    monkeypatch.setattr(lipsync_module, "BufferPool", RecordedPool)
+    speech = write_speech(tmp_path / "speech.wav", 8.0)  # 200 output frames: 13 chunks
+    options = dict(num_inference_steps=1, seed=0, progress=False, track=demo3_track)
+    reused = pipe(MEDIA / "demo3_360p.mp4", speech, None, **options).frames
+    assert reused.shape[0] == 200
+    assert 1 < pools[0].allocated <= 8
+
+    monkeypatch.setattr(RecordedPool, "give", lambda self, array: None)  # never reuse
+    fresh = pipe(MEDIA / "demo3_360p.mp4", speech, None, **options).frames
+    assert pools[1].allocated == 13
+    np.testing.assert_array_equal(reused, fresh)
 
 
 def test_progress_callback_sees_every_stage_and_can_stop_the_job(pipe, demo3_track, tmp_path):

@@ -55,6 +55,12 @@ class _Canvas(threading.local):
         return image
 
 
+# Paste-back works on slices of frames whose largest float temporary (3 channels over the face's box) stays under
+# this size.
+_PASTE_FLOATS_PER_PIXEL = 3
+_PASTE_SLICE_BYTES = 4 * 2**20
+
+
 def _warp(frames: torch.Tensor, mats: torch.Tensor, out_hw: tuple[int, int], canvas: _Canvas) -> torch.Tensor:
     """Bilinear warp of (N, H, W, 3) uint8 frames by source->destination pixel matrices (N, 2, 3) into
     (N, h, w, 3) uint8 crops, the grey fill blended in where the warp reads outside the frame.
@@ -300,31 +306,49 @@ class FaceAligner:
         return self._like(out, frames)
 
     @torch.no_grad()
-    def paste(self, frames, faces, mats):
+    def paste(self, frames, faces, mats, *, inplace: bool = False):
         """Paste faces back into frames (N, H, W, 3) uint8 with a feathered edge; returns (N, H, W, 3) uint8.
 
-        ``faces`` are (N, R, R, 3) uint8 or (N, 3, R, R) floats in [-1, 1] (model output).
+        ``faces`` are (N, R, R, 3) uint8 or (N, 3, R, R) floats in [-1, 1] (model output). With ``inplace`` the
+        result is written into ``frames`` (a writable array or tensor) and returned; else they are left as given.
+        Only the faces' box of the frames travels to the aligner's device and back.
         """
+        if inplace and isinstance(frames, np.ndarray) and not (frames.flags.c_contiguous and frames.flags.writeable):
+            raise InputError("paste(..., inplace=True) writes into the frames: they must be a writable C-contiguous "
+                             "array", "pass np.ascontiguousarray(frames), or paste without inplace")
         dst = _check_frames(frames)
         n, height, width = dst.shape[:3]
         m = _check_mats(mats, n).to(self.device, torch.float32)
         face = self._faces_as_unit(faces, n)
-        crop_w, crop_h = self.crop_size
-        inverse = torch.linalg.inv(_homogeneous(m))[:, :2]
-        out = dst.to(self.device, copy=True)
-        box = _footprint(inverse, (crop_w, crop_h), (width, height), PASTE_MARGIN)
+        out = dst if inplace else dst.clone()
+        box = _footprint(torch.linalg.inv(_homogeneous(m))[:, :2], self.crop_size, (width, height), PASTE_MARGIN)
         if box is None:  # every face lies outside its frame
             return self._like(out, frames)
+        # A few frames at a time: the float temporaries of a whole 16-frame batch at 1080p are each over 32 MB,
+        # which the C allocator maps afresh (a page fault per 4 KiB) every time; smaller ones it reuses.
+        x0, y0, x1, y1 = box
+        step = max(1, _PASTE_SLICE_BYTES // (_PASTE_FLOATS_PER_PIXEL * 4 * (x1 - x0) * (y1 - y0)))
+        for s in range(0, n, step):
+            self._blend_into(out[s : s + step], face[s : s + step], m[s : s + step])
+        return self._like(out, frames)
+
+    def _blend_into(self, out: torch.Tensor, face: torch.Tensor, m: torch.Tensor) -> None:
+        """Paste unit faces (n, 3, R, R) into frames `out` (n, H, W, 3) uint8 through matrices m, in place."""
+        height, width = out.shape[1:3]
+        crop_w, crop_h = self.crop_size
+        inverse = torch.linalg.inv(_homogeneous(m))[:, :2]
+        box = _footprint(inverse, (crop_w, crop_h), (width, height), PASTE_MARGIN)
+        if box is None:
+            return
         x0, y0, x1, y1 = box
         face = F.interpolate(face, size=(crop_h, crop_w), mode="bicubic", antialias=True, align_corners=False)
         back, coverage = _sample_region(face, m, box)
         # The grey fill lands only where alpha is zero; kept in model units as published.
         back = ((back + (1 - coverage) * FILL) / 2 + 0.5).clamp(0, 1) * 255
         eroded, alpha = _soft_mask(coverage)
-        region = out[:, y0:y1, x0:x1].permute(0, 3, 1, 2).float()
+        region = out[:, y0:y1, x0:x1].to(self.device).permute(0, 3, 1, 2).float()
         blended = alpha * (eroded * back) + (1 - alpha) * region
-        out[:, y0:y1, x0:x1] = _to_uint8(blended).permute(0, 2, 3, 1)
-        return self._like(out, frames)
+        out[:, y0:y1, x0:x1] = _to_uint8(blended).permute(0, 2, 3, 1).to(out.device)
 
     def _crop(self, frames, mats) -> torch.Tensor:
         """Crops as (N, crop_h, crop_w, 3) uint8 on the device."""

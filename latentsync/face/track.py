@@ -331,7 +331,7 @@ class _Follower:
         return int(usable[np.argmin(dist)])
 
 
-def _bridge(num_frames: int, seen: list[int], boxes: list[np.ndarray], points: list[np.ndarray], max_gap: int):
+def _bridge(num_frames: int, seen: list[int], boxes: list[list], points: list[list], max_gap: int):
     """Per-frame arrays from the frames where the face was seen, interpolating gaps of <= max_gap frames."""
     present, interpolated = np.zeros(num_frames, bool), np.zeros(num_frames, bool)
     all_points, all_boxes = np.zeros((num_frames, 3, 2)), np.zeros((num_frames, 4))
@@ -367,8 +367,8 @@ def track_faces(
     selection = selection or FaceSelection()
     stride = selection.stride
     seen: list[int] = []
-    boxes: list[np.ndarray] = []
-    points: list[np.ndarray] = []
+    boxes: list[list] = []  # per sighting, as Python numbers
+    points: list[list] = []
     size: tuple[int, int] | None = None
     follower: _Follower | None = None
     pending: tuple[int, np.ndarray] | None = None  # last frame, held so that the video's end is detected
@@ -379,8 +379,10 @@ def track_faces(
         pick = follower.choose(dets, index)
         if pick is not None:
             seen.append(index)
-            boxes.append(dets.boxes[pick])
-            points.append(dets.points[pick])
+            # As Python numbers: a tiny numpy array kept per frame would pin C heap memory between the detector's
+            # frame-sized buffers, and the resident size would grow by megabytes per frame.
+            boxes.append(dets.boxes[pick].tolist())
+            points.append(dets.points[pick].tolist())
 
     detector.reset()
     try:

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..fileio import ffmpeg_reason, open_media
+from ..memory import BufferPool
 from ..timebase import FPS
 from .timeline import nearest_source_frames, output_frame_count
 
@@ -98,6 +99,45 @@ def read_frames(
     `cache_frames` requested frames ending at it and decoding that block, so a backward pass costs about one
     group of pictures of extra decoding per block; files without usable timestamps restart from the beginning.
     """
+    for k, frame in _shared_frames(path, fps, indices, cache_frames):
+        yield k, frame.copy()
+
+
+def read_batches(
+    path: str | os.PathLike,
+    size: int,
+    fps: float = FPS,
+    indices: Sequence[int] | np.ndarray | None = None,
+    *,
+    pool: BufferPool | None = None,
+) -> Iterator[np.ndarray]:
+    """The frames of `read_frames(path, fps, indices)` as (n, H, W, 3) arrays of `size` frames, in order (the last
+    array may hold fewer).
+
+    With a `pool` of (size, H, W, 3) uint8 arrays, each batch is decoded into an array taken from it (the last one
+    into its first rows); give each batch back to the pool when done with it, and a long video reuses the same
+    few arrays instead of allocating one per batch.
+    """
+    batch: np.ndarray | None = None
+    filled = 0
+    for _, frame in _shared_frames(path, fps, indices):
+        if batch is None:
+            batch = np.empty((size, *frame.shape), frame.dtype) if pool is None else pool.take()
+            if batch.shape != (size, *frame.shape):
+                raise ValueError(f"the pool holds {batch.shape} arrays, batches of {path} are {(size, *frame.shape)}")
+        batch[filled] = frame
+        filled += 1
+        if filled == size:
+            yield batch
+            batch, filled = None, 0
+    if batch is not None:
+        yield batch[:filled]
+
+
+def _shared_frames(
+    path: str | os.PathLike, fps: float, indices: Sequence[int] | np.ndarray | None, cache_frames: int | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
+    """`read_frames` without the copy: each frame is the decoder cache's own picture, valid until the next one."""
     info, timeline = _probe(path)
     count = info.frames_at(fps)
     source = nearest_source_frames(timeline.times, count, fps)
@@ -109,24 +149,9 @@ def read_frames(
     store = _FrameStore(Path(path), timeline, info.rotation, np.unique(source[order]), capacity)
     try:
         for k in order:
-            yield int(k), store.get(int(source[k])).copy()
+            yield int(k), store.get(int(source[k]))
     finally:
         store.close()
-
-
-def read_batches(
-    path: str | os.PathLike, size: int, fps: float = FPS, indices: Sequence[int] | np.ndarray | None = None
-) -> Iterator[np.ndarray]:
-    """The frames of `read_frames(path, fps, indices)` stacked into (n, H, W, 3) arrays of `size` frames, in order
-    (the last array may hold fewer)."""
-    batch: list[np.ndarray] = []
-    for _, frame in read_frames(path, fps, indices):
-        batch.append(frame)
-        if len(batch) == size:
-            yield np.stack(batch)
-            batch = []
-    if batch:
-        yield np.stack(batch)
 
 
 def _probe(path: str | os.PathLike) -> tuple[VideoInfo, _Timeline]:

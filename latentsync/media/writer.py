@@ -29,8 +29,8 @@ import numpy as np
 
 from ..timebase import FPS, SAMPLE_RATE
 from ..errors import InputError
-from ..fileio import open_media
-from ..fileio import atomic_path
+from ..fileio import atomic_path, open_media
+from ..memory import BufferPool
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv")
 _QUEUE_BYTES = 256 * 2**20
@@ -117,6 +117,8 @@ class VideoWriter:
             raise
         self._audio_done = 0  # samples encoded so far
         self._queue: queue.Queue = queue.Queue(maxsize=max(2, min(64, _QUEUE_BYTES // (width * height * 3))))
+        # Frames wait in the queue in buffers of the encoded (even) size, reused: one per queue slot and thread.
+        self._buffers = BufferPool((height + height % 2, width + width % 2, 3))
         self._thread = threading.Thread(target=self._encode_loop, name="VideoWriter", daemon=True)
         self._thread.start()
 
@@ -130,7 +132,7 @@ class VideoWriter:
             self._abort(exc)
 
     def write(self, frames: np.ndarray) -> None:
-        """Queue one (H, W, 3) or several (N, H, W, 3) uint8 RGB frames for encoding (they are copied)."""
+        """Queue one (H, W, 3) or several (N, H, W, 3) uint8 RGB frames for encoding (they are copied: the caller may reuse them)."""
         frames = np.asarray(frames)
         if frames.ndim == 3:
             frames = frames[None]
@@ -139,7 +141,7 @@ class VideoWriter:
                 f"expected uint8 frames of shape (N, {self.height}, {self.width}, 3), got {frames.dtype} {frames.shape}"
             )
         for frame in frames:
-            self._put(frame.copy())
+            self._put(self._padded_copy(frame))
             self.frames_written += 1
 
     def close(self) -> None:
@@ -159,6 +161,15 @@ class VideoWriter:
             raise
         self._closed = True
         self._atomic.__exit__(None, None, None)
+
+    def _padded_copy(self, frame: np.ndarray) -> np.ndarray:
+        """The frame in a buffer of the pool, an odd last row or column repeated to reach even sizes."""
+        buffer = self._buffers.take()
+        height, width = frame.shape[:2]
+        buffer[:height, :width] = frame
+        buffer[height:, :width] = frame[-1:]
+        buffer[:, width:] = buffer[:, width - 1 : width]
+        return buffer
 
     def _open(self, crf: int, preset: str) -> av.container.OutputContainer:
         options = {"movflags": "+faststart"} if self.path.suffix.lower() in (".mp4", ".mov") else {}
@@ -196,11 +207,11 @@ class VideoWriter:
             video = self._container.streams.video[0]
             index = 0
             while (frame := self._queue.get()) is not _STOP:
-                if frame.shape[0] % 2 or frame.shape[1] % 2:
-                    frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), mode="edge")
-                picture = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(
+                # Converted straight from the buffer (no copy into an RGB picture), which is then free again.
+                picture = av.VideoFrame.from_numpy_buffer(frame, format="rgb24").reformat(
                     format="yuv420p", dst_colorspace="itu709", dst_color_range="MPEG"
                 )
+                self._buffers.give(frame)
                 picture.pts = index
                 picture.time_base = 1 / self.fps
                 self._container.mux(video.encode(picture))

@@ -21,7 +21,7 @@ from einops import rearrange
 from ..errors import NoFaceError
 from ..face import FaceAligner, FaceDetector, FaceTrack, detect_video_track, track_matrices
 from ..media import FPS, VideoWriter, frame_schedule, read_batches
-from ..memory import return_large_buffers_to_os
+from ..memory import BufferPool, keep_freed_memory
 from ..models.scheduler import load_scheduler
 from ..models.step_reuse import StepReuse
 from ..models.vae import decode_latents, encode_latents
@@ -229,7 +229,7 @@ class LipSyncPipeline:
             job.avatar.check(self)  # made with these weights and settings, or refused before any work
         if job.options.compile:
             self.compile()
-        return_large_buffers_to_os()
+        keep_freed_memory()
         report = RunReport(output=job.output, output_frames=job.num_output_frames, video_frames=job.num_video_frames,
                            still=job.info.still, warnings=list(job.warnings))
         timer = StageTimer(report.seconds)
@@ -300,7 +300,9 @@ class LipSyncPipeline:
         thread; queues hold at most two chunks, so memory stays flat however long the video is.
         """
         options, busy = job.options, StageTimer(report.busy)
-        batches = busy.iterate("decode", read_batches(job.video, CHUNK_FRAMES, FPS, plan.schedule))
+        # Chunks are decoded into a few reused arrays (given back once encoded), not a new 16-frame array each.
+        pool = BufferPool((CHUNK_FRAMES, job.info.height, job.info.width, 3))
+        batches = busy.iterate("decode", read_batches(job.video, CHUNK_FRAMES, FPS, plan.schedule, pool=pool))
         chunks = (self._align_chunk(i * CHUNK_FRAMES, frames, features, plan, busy) for i, frames in enumerate(batches))
         collected: list[np.ndarray] = []
         total = job.num_output_frames
@@ -310,6 +312,7 @@ class LipSyncPipeline:
             def paste_and_write(chunk: Chunk) -> None:
                 with busy("paste+encode"):
                     sink.write(self._paste_chunk(chunk, plan))
+                pool.give(chunk.frames)
 
             with BackgroundWorker(paste_and_write, name="latentsync-paste") as writer:
                 waiting: list[Chunk] = []  # chunks with faces, denoised together up to options.batch_chunks
@@ -357,7 +360,7 @@ class LipSyncPipeline:
             present = plan.present[source]
             faces = conditioning = None
             if present.any():
-                batch = torch.from_numpy(frames[present])
+                batch = torch.from_numpy(frames if present.all() else frames[present])
                 if self.device.type == "cuda":  # from pinned memory; the crops then stay on the GPU until pasted
                     batch = batch.pin_memory().to(self.device, non_blocking=True)
                 crops = self.aligner.warp(batch, plan.matrices[source[present]])
@@ -371,7 +374,11 @@ class LipSyncPipeline:
         frames = chunk.frames
         if chunk.generated is not None:
             present = chunk.present
-            frames[present] = self.aligner.paste(frames[present], chunk.generated, plan.matrices[chunk.source[present]])
+            mats = plan.matrices[chunk.source[present]]
+            if present.all():  # the usual case: straight into the chunk's frames, no copy of them
+                self.aligner.paste(frames, chunk.generated, mats, inplace=True)
+            else:
+                frames[present] = self.aligner.paste(frames[present], chunk.generated, mats)
         return frames
 
 
