@@ -1,11 +1,11 @@
 """Keeping a long job's memory flat without paying for it in page faults.
 
-A 16-frame chunk of 1080p video is 100 MB, and every stage makes frame-sized temporaries. Memory the process
-gets from the OS costs a page fault per 4 KiB page when first written, so memory freed and requested again per
-chunk was, in an earlier version that served every block over 1 MiB with a fresh mmap, a third of a job's wall time
-in system time. Two things fix that: the job's own large arrays come from `BufferPool`s and are reused (decoded
-chunks, the writer's frames), and `keep_freed_memory` has the C allocator reuse what the libraries (torch, FFmpeg,
-MediaPipe) free. The resident size still stays flat, however long the video (see `scripts/bench_pipeline.py`).
+A 16-frame chunk of 1080p video is 100 MB, and every stage makes frame-sized temporaries. Memory the process gets
+from the OS costs a page fault per 4 KiB page when first written: an earlier version, which had every block over
+1 MiB served by a fresh mmap, spent 43-60 % of a 1080p job's wall time in system time. Two things fix that: the
+job's own large arrays come from `BufferPool`s and are reused (decoded chunks, the writer's frames), and
+`keep_freed_memory` has the C allocator reuse what the libraries (torch, FFmpeg, MediaPipe) free. The resident
+size still stays flat, however long the video (see `scripts/bench_pipeline.py`).
 """
 
 from __future__ import annotations
@@ -62,10 +62,10 @@ def keep_freed_memory(arenas: int = 2) -> bool:
 
     The job's own large arrays come from `BufferPool`s, but torch, FFmpeg and MediaPipe allocate frame-sized
     temporaries of their own for every frame. By default glibc returns freed heap tops to the OS and serves some
-    of these blocks with a fresh mmap, so every reuse faults in each 4 KiB page again (about a fifth of a 1080p
-    job's wall time went to system time). Three settings stop that: blocks under 32 MB always come from the heap
-    (a fixed threshold; the default one moves with what was freed last), the heap is never trimmed, and at most
-    `arenas` heaps serve all threads, so that the memory kept for reuse is not multiplied by the thread count.
+    of these blocks with a fresh mmap, so every reuse faults in each 4 KiB page again. Three settings stop that:
+    blocks under 32 MB always come from the heap (a fixed threshold; the default one moves with what was freed
+    last), the heap is never trimmed, and at most `arenas` heaps serve all threads, so that the memory kept for
+    reuse is not multiplied by the number of threads.
     """
     if not sys.platform.startswith("linux"):
         return False
@@ -74,4 +74,5 @@ def keep_freed_memory(arenas: int = 2) -> bool:
     except OSError:
         return False
     settings = ((_M_MMAP_THRESHOLD, 32 * 2**20), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_ARENA_MAX, arenas))
-    return all(libc.mallopt(parameter, value) == 1 for parameter, value in settings)
+    applied = [libc.mallopt(parameter, value) == 1 for parameter, value in settings]  # every one, even after a refusal
+    return all(applied)
