@@ -95,9 +95,11 @@ def _visual_map(visual: dict, blocks: int, height: int, width: int) -> tuple[int
 
 @torch.no_grad()
 def score_split(t) -> dict:
-    """Where the held-out errors are: accuracy and mean score of the in-sync and the off-sync pairs, and the mean
-    score of each item's frames with the mel of its neighbour in the batch, another clip (the validation ids
-    cycle over the clips). A model that told clips apart would score those below the same clip's off-sync pairs."""
+    """Where the held-out errors are: accuracy and mean score of the in-sync and the off-sync pairs; the AUC (the
+    share of (in-sync, off-sync) pairs ranked right: how well the scores order them, whatever the 0.5 decision);
+    and the mean score of each item's frames with the mel of its neighbour in the batch, another clip (the
+    validation ids cycle over the clips). A model that told clips apart would score those below the same clip's
+    off-sync pairs."""
     t.model.eval()
     scores, labels, cross = [], [], []
     for batch in DataLoader(t.val_set, sampler=t.val_ids, batch_size=64):
@@ -110,6 +112,7 @@ def score_split(t) -> dict:
     return {"in_sync_acc": (scores[labels] > 0.5).float().mean().item(),
             "off_sync_acc": (scores[~labels] <= 0.5).float().mean().item(),
             "in_sync_score": scores[labels].mean().item(), "off_sync_score": scores[~labels].mean().item(),
+            "auc": (scores[labels][:, None] > scores[~labels][None, :]).float().mean().item(),
             "other_clip_score": cross.mean().item()}  # fmt: skip
 
 
@@ -132,10 +135,10 @@ def run(name: str, overrides: dict, base: dict, eval_every: int) -> dict:
             curve.append({"step": t.step, "minutes": seconds / 60, "val_acc": accuracy, "val_loss": loss,
                           "train_loss": float(totals[0] / totals[2]), **split})
             print(f"{name:>20}  step {t.step:4d}  {seconds / 60:6.2f} min  val acc {accuracy:.3f} (in sync "
-                  f"{split['in_sync_acc']:.2f}, off sync {split['off_sync_acc']:.2f})  mean score in sync "
-                  f"{split['in_sync_score']:.2f}, off sync {split['off_sync_score']:.2f}, other clip "
-                  f"{split['other_clip_score']:.2f}  val loss {loss:.3f}  train loss {curve[-1]['train_loss']:.3f}",
-                  flush=True)
+                  f"{split['in_sync_acc']:.2f}, off sync {split['off_sync_acc']:.2f}, AUC {split['auc']:.2f})  "
+                  f"mean score in sync {split['in_sync_score']:.2f}, off sync {split['off_sync_score']:.2f}, "
+                  f"other clip {split['other_clip_score']:.2f}  val loss {loss:.3f}  "
+                  f"train loss {curve[-1]['train_loss']:.3f}", flush=True)
     reached = next((p for p in curve if p["val_acc"] >= 0.9), None)
     return {"setting": name, "overrides": overrides, "curve": curve, "reached_0.9": reached}
 
