@@ -6,7 +6,8 @@ downsampling steps become 1 so that the maps still end at 1 x 1) on synthetic cl
 `latentsync.testing.make_sync_clips` (mouth and speech loudness follow one random envelope), through the
 trainer's own setup, step and validation. Each setting is one run from the same seed and data; the validation
 accuracy on held-out clips is printed every `--eval-every` steps with the training minutes so far (validation
-time excluded), and everything is written as JSON.
+time excluded), split into in-sync and off-sync pairs with their mean scores and the mean score of frames
+paired with another clip's mel (`score_split`: where the errors are), and everything is written as JSON.
 
     python scripts/bench_train_syncnet.py --resolution 64 --steps 300 --json bench_syncnet.json
     python scripts/bench_train_syncnet.py --settings published contrastive+warmup --lr 3e-4
@@ -27,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
 
 from latentsync.config import load_config
 from latentsync.models.syncnet import StableSyncNet
@@ -91,6 +93,29 @@ def _visual_map(visual: dict, blocks: int, height: int, width: int) -> tuple[int
     return tuple(size.shape[2:])
 
 
+@torch.no_grad()
+def score_split(t) -> dict:
+    """Where the held-out errors are: accuracy and mean score of the in-sync and the off-sync pairs; the AUC (the
+    share of (in-sync, off-sync) pairs ranked right: how well the scores order them, whatever the 0.5 decision);
+    and the mean score of each item's frames with the mel of its neighbour in the batch, another clip (the
+    validation ids cycle over the clips). A model that told clips apart would score those below the same clip's
+    off-sync pairs."""
+    t.model.eval()
+    scores, labels, cross = [], [], []
+    for batch in DataLoader(t.val_set, sampler=t.val_ids, batch_size=64):
+        vision, audio = t.model(batch["frames"], batch["mel"])
+        scores.append((vision * audio).sum(1))
+        labels.append(batch["label"] > 0.5)
+        cross.append((vision * audio.roll(1, 0)).sum(1))
+    t.model.train()
+    scores, labels, cross = torch.cat(scores), torch.cat(labels), torch.cat(cross)
+    return {"in_sync_acc": (scores[labels] > 0.5).float().mean().item(),
+            "off_sync_acc": (scores[~labels] <= 0.5).float().mean().item(),
+            "in_sync_score": scores[labels].mean().item(), "off_sync_score": scores[~labels].mean().item(),
+            "auc": (scores[labels][:, None] > scores[~labels][None, :]).float().mean().item(),
+            "other_clip_score": cross.mean().item()}  # fmt: skip
+
+
 def run(name: str, overrides: dict, base: dict, eval_every: int) -> dict:
     config = apply_overrides(base, {**overrides, "data.train_output_dir": str(Path(base["data"]["train_output_dir"]) / name)})
     settings = run_settings(config, seed=42, save_ckpt_steps=10**9)
@@ -106,10 +131,14 @@ def run(name: str, overrides: dict, base: dict, eval_every: int) -> dict:
         t.step += 1
         if t.step % eval_every == 0:
             loss, accuracy = validate(t)
+            split = score_split(t)
             curve.append({"step": t.step, "minutes": seconds / 60, "val_acc": accuracy, "val_loss": loss,
-                          "train_loss": float(totals[0] / totals[2])})
-            print(f"{name:>20}  step {t.step:4d}  {seconds / 60:6.2f} min  val acc {accuracy:.3f}  "
-                  f"val loss {loss:.3f}  train loss {curve[-1]['train_loss']:.3f}", flush=True)
+                          "train_loss": float(totals[0] / totals[2]), **split})
+            print(f"{name:>20}  step {t.step:4d}  {seconds / 60:6.2f} min  val acc {accuracy:.3f} (in sync "
+                  f"{split['in_sync_acc']:.2f}, off sync {split['off_sync_acc']:.2f}, AUC {split['auc']:.2f})  "
+                  f"mean score in sync {split['in_sync_score']:.2f}, off sync {split['off_sync_score']:.2f}, "
+                  f"other clip {split['other_clip_score']:.2f}  val loss {loss:.3f}  "
+                  f"train loss {curve[-1]['train_loss']:.3f}", flush=True)
     reached = next((p for p in curve if p["val_acc"] >= 0.9), None)
     return {"setting": name, "overrides": overrides, "curve": curve, "reached_0.9": reached}
 

@@ -42,7 +42,7 @@ SYNTHETIC_STEPS = 200
 
 
 def small_config(clips_list, output_dir, **data) -> dict:
-    """A small StableSyncNet (1.1 M parameters) on 32 x 32 faces, lower half (48 x 16 x 32)."""
+    """A small StableSyncNet (4.3 M parameters) on 32 x 32 faces, lower half (48 x 16 x 32)."""
     return {
         "model": {
             "audio_encoder": {  # (1, 80, 52) -> 1 x 1
@@ -413,7 +413,7 @@ def test_learns_sync_on_synthetic_clips(synthetic_set, tmp_path):
 
     With the published loss alone this model stays at chance (0.46-0.54) for hundreds of steps; with the
     contrastive term and warm-up it reached 0.80-0.86 held-out accuracy in 200-300 steps in our runs (not 0.9:
-    see the README). The bar below leaves room for the randomness of other machines."""
+    the README's "Why it levels off near 0.85"). The bar below leaves room for the randomness of other machines."""
     config = small_config(synthetic_set / "train" / "fileslist.txt", tmp_path / "unused")
     config_path = tmp_path / "syncnet.yaml"
     config_path.write_text(yaml.safe_dump(config))
