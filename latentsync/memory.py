@@ -45,7 +45,8 @@ class BufferPool:
         while isinstance(array.base, np.ndarray):  # a view: return the array it was cut from
             array = array.base
         if array.shape != self.shape or array.dtype != self.dtype:
-            raise ValueError(f"not an array of this pool: {array.dtype} {array.shape}, pool holds {self.dtype} {self.shape}")
+            raise ValueError(f"not an array of this pool: {array.dtype} {array.shape}, "
+                             f"pool holds {self.dtype} {self.shape}")
         with self._lock:
             if any(free is array for free in self._free):
                 raise ValueError("this array was already given back")

@@ -132,7 +132,8 @@ class VideoWriter:
             self._abort(exc)
 
     def write(self, frames: np.ndarray) -> None:
-        """Queue one (H, W, 3) or several (N, H, W, 3) uint8 RGB frames for encoding (they are copied: the caller may reuse them)."""
+        """Queue one (H, W, 3) or several (N, H, W, 3) uint8 RGB frames for encoding. They are copied: the caller
+        may reuse its array as soon as this returns."""
         frames = np.asarray(frames)
         if frames.ndim == 3:
             frames = frames[None]
