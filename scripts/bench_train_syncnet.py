@@ -3,7 +3,7 @@
 Trains the published StableSyncNet shape (`syncnet_16_pixel_attn.yaml`: the same blocks, attention and
 downsampling, with every width divided by `--width-divisor`, at least 32; at a resolution under 256 the last
 downsampling steps become 1 so that the maps still end at 1 x 1) on synthetic clips from
-`latentsync.testing.make_sync_clips` (mouth and speech loudness follow one random envelope), through the
+`latentsync.testing.make_sync_clips` (mouth height and width follow the speech's loudness and pitch), through the
 trainer's own setup, step and validation. Each setting is one run from the same seed and data; the validation
 accuracy on held-out clips is printed every `--eval-every` steps with the training minutes so far (validation
 time excluded), split into in-sync and off-sync pairs with their mean scores and the mean score of frames

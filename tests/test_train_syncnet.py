@@ -38,7 +38,7 @@ from latentsync.training.settings import apply_overrides, cache_folder, configur
 from latentsync.training.syncnet import learning_rate_factor, objective as train_syncnet_objective, train_syncnet
 
 torch.set_num_threads(1)
-SYNTHETIC_STEPS = 200
+SYNTHETIC_STEPS = 1000
 
 
 def small_config(clips_list, output_dir, **data) -> dict:
@@ -332,14 +332,22 @@ def test_synthetic_clips_have_the_prepare_layout_and_a_known_relation(tmp_path):
     assert (info.width, info.height, info.frames_at(25)) == (48, 48, 50)
     audio = load_audio(clips[0].path)
     assert abs(len(audio) - 2 * 16000) < 1600
-    # The mouth (dark pixels of the lower half) opens with the opening the clip was made with ...
+    # The mouth (dark pixels of the lower half) opens with the opening the clip was made with, and widens with
+    # its width while it is open ...
     frames = np.stack([f for _, f in read_frames(clips[0].path)])
-    dark = (frames[:, 24:].mean(axis=3) < 90).mean(axis=(1, 2))
-    assert np.corrcoef(dark, clips[0].opening)[0, 1] > 0.9
-    # ... and the speech is loud exactly then: RMS per 40 ms frame against the opening.
-    rms = np.sqrt((audio[: 50 * 640].reshape(50, 640) ** 2).mean(axis=1))
-    assert np.corrcoef(rms, clips[0].opening)[0, 1] > 0.9
-    assert clips[0].opening.max() > 0.5 and clips[0].opening.min() < 0.05  # both open and closed stretches
+    dark = frames[:, 24:].mean(axis=3) < 90
+    assert np.corrcoef(dark.mean(axis=(1, 2)), clips[0].opening)[0, 1] > 0.9
+    voiced = clips[0].opening > 0.3
+    assert 10 < voiced.sum() < 40  # both open and closed stretches
+    assert np.corrcoef(dark.any(axis=1).sum(axis=1)[voiced], clips[0].width[voiced])[0, 1] > 0.9
+    # ... and the speech is loud exactly then (RMS per 40 ms frame), its pitch rising with the width: the
+    # fundamental from each frame's autocorrelation, one octave over the width's range.
+    per_frame = audio[: 50 * 640].reshape(50, 640)
+    assert np.corrcoef(np.sqrt((per_frame**2).mean(axis=1)), clips[0].opening)[0, 1] > 0.9
+    lags = [np.correlate(x, x, "full")[len(x) - 1 :][53:200].argmax() + 53 for x in per_frame[voiced]]
+    octaves = np.log2(16000 / np.array(lags))
+    assert np.corrcoef(octaves, clips[0].width[voiced])[0, 1] > 0.9
+    assert 0.7 < np.polyfit(clips[0].width[voiced], octaves, 1)[0] < 1.3
 
 
 def test_contrastive_term_reference_values():
@@ -408,12 +416,14 @@ def synthetic_set(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_learns_sync_on_synthetic_clips(synthetic_set, tmp_path):
-    """`latentsync train-syncnet` on clips whose mouth follows the speech leaves chance on held-out clips.
+    """`latentsync train-syncnet` on clips whose mouth follows the speech reaches 0.9 held-out accuracy.
 
-    With the published loss alone this model stays at chance (0.46-0.54) for hundreds of steps; with the
-    contrastive term and warm-up it reached 0.80-0.86 held-out accuracy in 200-300 steps in our runs (not 0.9:
-    the README's "Why it levels off near 0.85"). The bar below leaves room for the randomness of other machines."""
+    The setting is the fastest we found (README, "Training StableSyncNet"): the contrastive term, warm-up, the
+    BCE of the logit 20 * (cosine - 0.5) and a cosine learning rate; 0.906-0.914 from step 700 in our runs, 1000
+    steps here (5-8 minutes on one thread). With the published loss alone this model stays at chance for hundreds
+    of steps."""
     config = small_config(synthetic_set / "train" / "fileslist.txt", tmp_path / "unused")
     config_path = tmp_path / "syncnet.yaml"
     config_path.write_text(yaml.safe_dump(config))
@@ -425,14 +435,16 @@ def test_learns_sync_on_synthetic_clips(synthetic_set, tmp_path):
         "--fileslist", str(synthetic_set / "train" / "fileslist.txt"),
         "--val-fileslist", str(synthetic_set / "val" / "fileslist.txt"), "--cache-dir", str(tmp_path / "cache"),
         "--max-steps", str(SYNTHETIC_STEPS), "--lr", "1e-3", "--batch-size", "16",
-        "--set", "optimizer.lr_warmup_steps=50", "--set", "run.contrastive_loss_weight=1.0",
-        "--set", "data.frames_in_memory=true", "--set", "data.num_val_samples=128",
-        "--set", "run.validation_steps=50", "--set", "run.log_steps=25", "--set", "run.mixed_precision_training=false",
+        "--set", "optimizer.lr_warmup_steps=50", "--set", "optimizer.lr_schedule=cosine",
+        "--set", "run.contrastive_loss_weight=1.0", "--set", "run.sync_logit_scale=20",
+        "--set", "data.frames_in_memory=true", "--set", "data.num_val_samples=256",
+        "--set", "run.validation_steps=100", "--set", "run.log_steps=25", "--set", "run.mixed_precision_training=false",
     ])
     args.run(args)
     records = MetricsLog(output).records()
     validation = [r for r in records if "val_acc" in r]
     print("held-out accuracy by step:", [(r["step"], round(r["val_acc"], 3)) for r in validation])
     assert next(r for r in records if "train_acc" in r)["train_acc"] < 0.7  # steps 1-25: near chance
-    assert max(r["val_acc"] for r in validation[-2:]) >= 0.75
+    assert validation[0]["val_acc"] < 0.85  # step 100: still learning
+    assert validation[-1]["step"] == SYNTHETIC_STEPS and validation[-1]["val_acc"] >= 0.9
     assert any((tmp_path / "cache" / "mel").iterdir())
