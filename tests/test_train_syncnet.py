@@ -420,10 +420,10 @@ def synthetic_set(tmp_path_factory):
 def test_learns_sync_on_synthetic_clips(synthetic_set, tmp_path):
     """`latentsync train-syncnet` on clips whose mouth follows the speech reaches 0.9 held-out accuracy.
 
-    The setting is the fastest we found (README, "Training StableSyncNet"): the contrastive term, warm-up, the
-    BCE of the logit 20 * (cosine - 0.5) and a cosine learning rate; 0.906-0.914 from step 700 in our runs, 1000
-    steps here (5-8 minutes on one thread). With the published loss alone this model stays at chance for hundreds
-    of steps."""
+    The setting (README, "Training StableSyncNet"): the contrastive term, warm-up, the BCE of the logit
+    10 * (cosine - 0.5) and a cosine learning rate, 1000 steps (5-8 minutes on one thread). It ended at 0.906-0.910
+    in all three runs we made of it (two training seeds, and the bench's published shape); single runs vary, so
+    the margin is small. With the published loss alone this model stays at chance for hundreds of steps."""
     config = small_config(synthetic_set / "train" / "fileslist.txt", tmp_path / "unused")
     config_path = tmp_path / "syncnet.yaml"
     config_path.write_text(yaml.safe_dump(config))
@@ -436,7 +436,7 @@ def test_learns_sync_on_synthetic_clips(synthetic_set, tmp_path):
         "--val-fileslist", str(synthetic_set / "val" / "fileslist.txt"), "--cache-dir", str(tmp_path / "cache"),
         "--max-steps", str(SYNTHETIC_STEPS), "--lr", "1e-3", "--batch-size", "16",
         "--set", "optimizer.lr_warmup_steps=50", "--set", "optimizer.lr_schedule=cosine",
-        "--set", "run.contrastive_loss_weight=1.0", "--set", "run.sync_logit_scale=20",
+        "--set", "run.contrastive_loss_weight=1.0", "--set", "run.sync_logit_scale=10",
         "--set", "data.frames_in_memory=true", "--set", "data.num_val_samples=256",
         "--set", "run.validation_steps=100", "--set", "run.log_steps=25", "--set", "run.mixed_precision_training=false",
     ])
