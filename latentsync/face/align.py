@@ -321,7 +321,8 @@ class FaceAligner:
         m = _check_mats(mats, n).to(self.device, torch.float32)
         face = self._faces_as_unit(faces, n)
         out = dst if inplace else dst.clone()
-        box = _footprint(torch.linalg.inv(_homogeneous(m))[:, :2], self.crop_size, (width, height), PASTE_MARGIN)
+        inverse = torch.linalg.inv(_homogeneous(m))[:, :2]  # destination -> crop, per frame
+        box = _footprint(inverse, self.crop_size, (width, height), PASTE_MARGIN)
         if box is None:  # every face lies outside its frame
             return self._like(out, frames)
         # A few frames at a time: the float temporaries of a whole 16-frame batch at 1080p are each over 32 MB,
@@ -329,14 +330,14 @@ class FaceAligner:
         x0, y0, x1, y1 = box
         step = max(1, _PASTE_SLICE_BYTES // (_PASTE_FLOATS_PER_PIXEL * 4 * (x1 - x0) * (y1 - y0)))
         for s in range(0, n, step):
-            self._blend_into(out[s : s + step], face[s : s + step], m[s : s + step])
+            self._blend_into(out[s : s + step], face[s : s + step], m[s : s + step], inverse[s : s + step])
         return self._like(out, frames)
 
-    def _blend_into(self, out: torch.Tensor, face: torch.Tensor, m: torch.Tensor) -> None:
-        """Paste unit faces (n, 3, R, R) into frames `out` (n, H, W, 3) uint8 through matrices m, in place."""
+    def _blend_into(self, out: torch.Tensor, face: torch.Tensor, m: torch.Tensor, inverse: torch.Tensor) -> None:
+        """Paste unit faces (n, 3, R, R) into frames `out` (n, H, W, 3) uint8 through matrices m (their inverses
+        given), in place; the box is these frames' own, tighter than the whole batch's."""
         height, width = out.shape[1:3]
         crop_w, crop_h = self.crop_size
-        inverse = torch.linalg.inv(_homogeneous(m))[:, :2]
         box = _footprint(inverse, (crop_w, crop_h), (width, height), PASTE_MARGIN)
         if box is None:
             return
