@@ -28,14 +28,17 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from latentsync.config import load_config
 from latentsync.models.syncnet import StableSyncNet
 from latentsync.testing import make_sync_clips
+from latentsync.testing.synthetic import SEGMENT_FRAMES
 from latentsync.training.distributed import setup_distributed
 from latentsync.training.settings import apply_overrides, run_settings
-from latentsync.training.syncnet import setup, train_step, validate
+from latentsync.training.losses import syncnet_loss
+from latentsync.training.syncnet import setup, train_step
 
 PUBLISHED = Path(__file__).resolve().parent.parent / "latentsync" / "configs" / "syncnet" / "syncnet_16_pixel_attn.yaml"
 # What each setting adds to the published training recipe (run at the same lr and batch).
@@ -95,21 +98,24 @@ def _visual_map(visual: dict, blocks: int, height: int, width: int) -> tuple[int
 
 @torch.no_grad()
 def score_split(t) -> dict:
-    """Where the held-out errors are: accuracy and mean score of the in-sync and the off-sync pairs; the AUC (the
-    share of (in-sync, off-sync) pairs ranked right: how well the scores order them, whatever the 0.5 decision);
-    and the mean score of each item's frames with the mel of its neighbour in the batch, another clip (the
-    validation ids cycle over the clips). A model that told clips apart would score those below the same clip's
-    off-sync pairs."""
+    """One pass over the held-out samples: the trainer's validation figures (the published BCE of the cosine, and
+    the accuracy at 0.5), then where the errors are: accuracy and mean score of the in-sync and the off-sync pairs;
+    the AUC (the share of (in-sync, off-sync) pairs ranked right: how well the scores order them, whatever the 0.5
+    decision); and the mean score of each item's frames with the mel of its neighbour in the batch, another clip
+    (the validation ids cycle over the clips). A model that told clips apart would score those below the same
+    clip's off-sync pairs."""
     t.model.eval()
     scores, labels, cross = [], [], []
     for batch in DataLoader(t.val_set, sampler=t.val_ids, batch_size=64):
         vision, audio = t.model(batch["frames"], batch["mel"])
-        scores.append((vision * audio).sum(1))
+        scores.append(syncnet_loss(vision, audio, batch["label"])[1])
         labels.append(batch["label"] > 0.5)
         cross.append((vision * audio.roll(1, 0)).sum(1))
     t.model.train()
     scores, labels, cross = torch.cat(scores), torch.cat(labels), torch.cat(cross)
-    return {"in_sync_acc": (scores[labels] > 0.5).float().mean().item(),
+    return {"val_loss": F.binary_cross_entropy(scores, labels.float()).item(),
+            "val_acc": ((scores > 0.5) == labels).float().mean().item(),
+            "in_sync_acc": (scores[labels] > 0.5).float().mean().item(),
             "off_sync_acc": (scores[~labels] <= 0.5).float().mean().item(),
             "in_sync_score": scores[labels].mean().item(), "off_sync_score": scores[~labels].mean().item(),
             "auc": (scores[labels][:, None] > scores[~labels][None, :]).float().mean().item(),
@@ -121,7 +127,7 @@ def run(name: str, overrides: dict, base: dict, eval_every: int) -> dict:
     settings = run_settings(config, seed=42, save_ckpt_steps=10**9)
     t = setup(config, settings, setup_distributed("cpu"))
     curve, seconds = [], 0.0
-    accuracy = validate(t)[1]
+    accuracy = score_split(t)["val_acc"]
     curve.append({"step": 0, "minutes": 0.0, "val_acc": accuracy})
     print(f"{name:>20}  step    0  {0:6.2f} min  val acc {accuracy:.3f}", flush=True)
     while t.step < t.max_steps:
@@ -130,10 +136,9 @@ def run(name: str, overrides: dict, base: dict, eval_every: int) -> dict:
         seconds += time.perf_counter() - started
         t.step += 1
         if t.step % eval_every == 0:
-            loss, accuracy = validate(t)
             split = score_split(t)
-            curve.append({"step": t.step, "minutes": seconds / 60, "val_acc": accuracy, "val_loss": loss,
-                          "train_loss": float(totals[0] / totals[2]), **split})
+            loss, accuracy = split["val_loss"], split["val_acc"]
+            curve.append({"step": t.step, "minutes": seconds / 60, "train_loss": float(totals[0] / totals[2]), **split})
             print(f"{name:>20}  step {t.step:4d}  {seconds / 60:6.2f} min  val acc {accuracy:.3f} (in sync "
                   f"{split['in_sync_acc']:.2f}, off sync {split['off_sync_acc']:.2f}, AUC {split['auc']:.2f})  "
                   f"mean score in sync {split['in_sync_score']:.2f}, off sync {split['off_sync_score']:.2f}, "
@@ -150,6 +155,8 @@ def main() -> None:
     parser.add_argument("--width-divisor", type=int, default=8, help="published widths / this (at least 32)")
     parser.add_argument("--clips", type=int, default=12, help="training clips (4 more are held out)")
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--segment-frames", type=int, nargs=2, default=SEGMENT_FRAMES, metavar=("SHORTEST", "LONGEST"),
+                        help="length range of one sound or pause in frames (2 8: syllable-long, a harder set)")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--eval-every", type=int, default=25)
     parser.add_argument("--val-samples", type=int, default=256)
@@ -163,8 +170,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        make_sync_clips(root / "train", args.clips, args.seconds, args.resolution, seed=0)
-        make_sync_clips(root / "val", 4, args.seconds, args.resolution, seed=1)
+        segments = tuple(args.segment_frames)
+        make_sync_clips(root / "train", args.clips, args.seconds, args.resolution, seed=0, segment_frames=segments)
+        make_sync_clips(root / "val", 4, args.seconds, args.resolution, seed=1, segment_frames=segments)
         base = apply_overrides(load_config(PUBLISHED), {
             "model": reduced_model(args.resolution, args.width_divisor),
             "data.train_fileslist": str(root / "train" / "fileslist.txt"),
@@ -184,7 +192,7 @@ def main() -> None:
         print(f"  {result['setting']:>20}: " + (f"step {point['step']}, {point['minutes']:.1f} min" if point else "not reached"))
     if args.json:
         report = {"resolution": args.resolution, "width_divisor": args.width_divisor, "batch_size": args.batch_size,
-                  "lr": args.lr, "parameters_m": parameters, "model": base["model"], "runs": results}  # fmt: skip
+                  "lr": args.lr, "segment_frames": list(args.segment_frames), "parameters_m": parameters, "model": base["model"], "runs": results}  # fmt: skip
         args.json.write_text(json.dumps(report, indent=1))
 
 

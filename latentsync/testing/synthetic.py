@@ -1,8 +1,8 @@
 """Synthetic talking clips with a known mouth-audio relation, for checking that the trainers learn sync.
 
 Each clip is laid out as `latentsync prepare` writes it (an R x R, 25 fps H.264 video of one "face" with its
-16 kHz speech muxed in as AAC). The speech is a voiced buzz made of segments of 1-3 whole video frames
-(40-120 ms): a third of them silent, the others at a random loudness and a random pitch (within one octave).
+16 kHz speech muxed in as AAC). The speech is a voiced buzz made of segments of whole video frames (one frame,
+40 ms, by default): a third of them silent, the others at a random loudness and a random pitch (within one octave).
 A dark ellipse in the lower half of the face is the mouth: its height follows the loudness (closed in silence)
 and its width the pitch, frame by frame. Colours, mouth position and base pitch vary per clip, so that a model
 has to look at the mouth, not at the clip.
@@ -10,7 +10,8 @@ has to look at the mouth, not at the clip.
 Why this relation: a sync model compares 16 frames with their audio, and an off-sync window only fools it when
 its frames happen to move like the audio's. With slow, syllable-long segments and one cue, a random other
 window of the same clip correlates above 0.3 with the audio one time in four; segments aligned to frames and a
-second, independent cue make that rare, so a model that has learnt sync can show it with a high accuracy.
+second, independent cue make that rare, so a model that has learnt sync can show it with a high accuracy. Longer
+segments (`segment_frames=(2, 8)`: 80-320 ms, like syllables) make a harder set.
 
     clips = make_sync_clips("synthetic/", count=12, seconds=8, resolution=256)
     latentsync train-syncnet --config ... --fileslist synthetic/fileslist.txt
@@ -30,7 +31,7 @@ from ..media import FPS, VideoWriter
 from ..timebase import SAMPLE_RATE
 
 SAMPLES_PER_FRAME = int(SAMPLE_RATE / FPS)  # 640
-SEGMENT_FRAMES = (1, 3)  # length range of one sound or pause, in whole video frames
+SEGMENT_FRAMES = (1, 1)  # default length range of one sound or pause, in whole video frames
 SILENT_SHARE = 1 / 3
 SUBPIXEL_BITS = 4  # the mouth is drawn to 1/16 pixel with anti-aliased edges, so small faces show small changes
 FILESLIST = "fileslist.txt"  # as `latentsync prepare` names it
@@ -46,15 +47,17 @@ class SyncClip:
     width: np.ndarray  # (frames,) float32
 
 
-def speech_tracks(frames: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(loudness, pitch) per audio sample for `frames` video frames, both in [0, 1]: segments of 1-3 frames, each
-    silent (one in three; pitch then 0.5) or voiced at a random loudness in [0.2, 1] and pitch in [0, 1]. The
-    loudness gets 10 ms ramps so that the buzz does not click."""
+def speech_tracks(
+    frames: int, rng: np.random.Generator, segment_frames: tuple[int, int] = SEGMENT_FRAMES
+) -> tuple[np.ndarray, np.ndarray]:
+    """(loudness, pitch) per audio sample for `frames` video frames, both in [0, 1]: segments of
+    `segment_frames` (a range, in whole frames), each silent (one in three; pitch then 0.5) or voiced at a random
+    loudness in [0.2, 1] and pitch in [0, 1]. The loudness gets 10 ms ramps so that the buzz does not click."""
     loudness = np.zeros(frames * SAMPLES_PER_FRAME, np.float32)
     pitch = np.full_like(loudness, 0.5)
     position = 0
     while position < len(loudness):
-        end = position + int(rng.integers(SEGMENT_FRAMES[0], SEGMENT_FRAMES[1] + 1)) * SAMPLES_PER_FRAME
+        end = position + int(rng.integers(segment_frames[0], segment_frames[1] + 1)) * SAMPLES_PER_FRAME
         if rng.random() >= SILENT_SHARE:
             loudness[position:end] = rng.uniform(0.2, 1.0)
             pitch[position:end] = rng.uniform(0.0, 1.0)
@@ -112,11 +115,17 @@ def face_frames(opening: np.ndarray, width: np.ndarray, resolution: int, rng: np
     return frames
 
 
-def make_sync_clip(path: str | os.PathLike, seconds: float = 8.0, resolution: int = 256, seed: int = 0) -> SyncClip:
+def make_sync_clip(
+    path: str | os.PathLike,
+    seconds: float = 8.0,
+    resolution: int = 256,
+    seed: int = 0,
+    segment_frames: tuple[int, int] = SEGMENT_FRAMES,
+) -> SyncClip:
     """Write one synthetic clip (see the module docstring) to `path`; returns it with its per-frame mouth shape."""
     rng = np.random.default_rng(seed)
     frames = int(round(seconds * FPS))
-    loudness, pitch = speech_tracks(frames, rng)
+    loudness, pitch = speech_tracks(frames, rng, segment_frames)
     speech = buzz(loudness, pitch, rng)
     opening, width = per_frame(loudness, frames), per_frame(pitch, frames)
     path = Path(path)
@@ -127,15 +136,23 @@ def make_sync_clip(path: str | os.PathLike, seconds: float = 8.0, resolution: in
 
 
 def make_sync_clips(
-    folder: str | os.PathLike, count: int = 12, seconds: float = 8.0, resolution: int = 256, seed: int = 0
+    folder: str | os.PathLike,
+    count: int = 12,
+    seconds: float = 8.0,
+    resolution: int = 256,
+    seed: int = 0,
+    segment_frames: tuple[int, int] = SEGMENT_FRAMES,
 ) -> list[SyncClip]:
     """Write `count` synthetic clips `folder/clip_<i>.mp4` (clip i from seed (seed, i)) and `folder/fileslist.txt`
-    listing them, as `latentsync prepare` does."""
+    listing them, as `latentsync prepare` does. `segment_frames`: the range of a sound's or pause's length, in
+    video frames."""
     if count < 1 or seconds * FPS < 1 or resolution < 16:
         raise ValueError("need at least one clip, one frame and 16 pixels")
+    if not 1 <= segment_frames[0] <= segment_frames[1]:
+        raise ValueError(f"segment_frames must be a range (shortest, longest) of at least one frame, not {segment_frames}")
     folder = Path(folder)
     clips = [
-        make_sync_clip(folder / f"clip_{i:03d}.mp4", seconds, resolution, seed=int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
+        make_sync_clip(folder / f"clip_{i:03d}.mp4", seconds, resolution, int(np.random.SeedSequence([seed, i]).generate_state(1)[0]), segment_frames)
         for i in range(count)
     ]
     with atomic_path(folder / FILESLIST) as tmp:
