@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from latentsync.config import load_config
@@ -105,15 +104,18 @@ def score_split(t) -> dict:
     (the validation ids cycle over the clips). A model that told clips apart would score those below the same
     clip's off-sync pairs."""
     t.model.eval()
-    scores, labels, cross = [], [], []
+    visions, audios, targets, cross = [], [], [], []
     for batch in DataLoader(t.val_set, sampler=t.val_ids, batch_size=64):
         vision, audio = t.model(batch["frames"], batch["mel"])
-        scores.append(syncnet_loss(vision, audio, batch["label"])[1])
-        labels.append(batch["label"] > 0.5)
+        visions.append(vision)
+        audios.append(audio)
+        targets.append(batch["label"])
         cross.append((vision * audio.roll(1, 0)).sum(1))
     t.model.train()
-    scores, labels, cross = torch.cat(scores), torch.cat(labels), torch.cat(cross)
-    return {"val_loss": F.binary_cross_entropy(scores, labels.float()).item(),
+    targets, cross = torch.cat(targets), torch.cat(cross)
+    loss, scores = syncnet_loss(torch.cat(visions), torch.cat(audios), targets)
+    labels = targets > 0.5
+    return {"val_loss": loss.item(),
             "val_acc": ((scores > 0.5) == labels).float().mean().item(),
             "in_sync_acc": (scores[labels] > 0.5).float().mean().item(),
             "off_sync_acc": (scores[~labels] <= 0.5).float().mean().item(),
